@@ -1,0 +1,18 @@
+//! The pure core of portcullis.
+//!
+//! Everything here is a function of its arguments: no sockets, no async runtime and no
+//! clock (callers pass `now` or a measured [`std::time::Duration`] in). That keeps the
+//! parts users rely on — configuration, client identity, header rendering — testable
+//! without a server, and lets the same code run inside the gateway binary and inside
+//! the embeddable tower layers.
+//!
+//! - [`config`]: the configuration model, TOML parsing with `file:line:column`
+//!   diagnostics, and `PORTCULLIS_SECTION__KEY` environment overrides.
+//! - [`identity`]: the trusted-proxy rule for the client IP and for HTTPS.
+//! - [`headers`]: request-id acceptance, latency, `Server-Timing` and security headers.
+//! - [`problem`]: RFC 9457 `application/problem+json` bodies.
+
+pub mod config;
+pub mod headers;
+pub mod identity;
+pub mod problem;

@@ -1,0 +1,237 @@
+//! One [`RequestRecord`] per request, handed to an [`ObserveHook`] when the response
+//! body has ended (or was dropped, e.g. the client went away).
+//!
+//! This is where access logs and metrics come from, without the library depending on a
+//! log or metrics crate. Place it after [`crate::RequestIdLayer`] and
+//! [`crate::ClientIdentityLayer`] (it reads their extensions) and before the layers
+//! whose responses should be counted.
+
+use crate::client_identity::ClientInfo;
+use crate::latency::UpstreamTiming;
+use crate::request_id::RequestId;
+use bytes::Buf;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tower::{Layer, Service};
+
+/// What happened to one request.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// The request id.
+    pub request_id: String,
+    /// The method.
+    pub method: Method,
+    /// Path and query as requested (not yet redacted).
+    pub path: String,
+    /// The matched route pattern, if any.
+    pub route: Option<String>,
+    /// Response status.
+    pub status: u16,
+    /// Time until response headers.
+    pub latency: Duration,
+    /// Time the upstream took to send its response headers, if it was asked.
+    pub upstream: Option<Duration>,
+    /// Time until the response body ended.
+    pub duration: Duration,
+    /// Client IP after the trusted-proxy rule.
+    pub client: Option<IpAddr>,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+}
+
+/// The matched route pattern, set by routing layers as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedRoute(pub std::sync::Arc<str>);
+
+/// Receives request records.
+pub trait ObserveHook: Clone + Send + Sync + 'static {
+    /// A request started (before the inner service sees it).
+    fn on_start(&self) {}
+    /// A request's response has ended.
+    fn on_complete(&self, record: RequestRecord);
+}
+
+/// Produces a [`RequestRecord`] per request.
+#[derive(Debug, Clone)]
+pub struct ObserveLayer<H> {
+    hook: H,
+}
+
+impl<H> ObserveLayer<H> {
+    /// Hands records to `hook`.
+    pub fn new(hook: H) -> Self {
+        ObserveLayer { hook }
+    }
+}
+
+impl<S, H: Clone> Layer<S> for ObserveLayer<H> {
+    type Service = Observe<S, H>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            inner,
+            hook: self.hook.clone(),
+        }
+    }
+}
+
+/// The service of [`ObserveLayer`].
+#[derive(Debug, Clone)]
+pub struct Observe<S, H> {
+    inner: S,
+    hook: H,
+}
+
+impl<S, H, B, RB> Service<Request<B>> for Observe<S, H>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    H: ObserveHook,
+{
+    type Response = Response<ObservedBody<RB, H>>;
+    type Error = S::Error;
+    type Future = ObserveFuture<S::Future, H>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.hook.on_start();
+        let ext = req.extensions();
+        let record = RequestRecord {
+            request_id: ext.get::<RequestId>().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+            route: ext.get::<MatchedRoute>().map(|r| r.0.to_string()),
+            status: 0,
+            latency: Duration::ZERO,
+            upstream: None,
+            duration: Duration::ZERO,
+            client: ext.get::<ClientInfo>().map(|c| c.identity.ip),
+            bytes_out: 0,
+        };
+        let start = Instant::now();
+        ObserveFuture {
+            inner: self.inner.call(req),
+            pending: Some(Completion {
+                pending: Some((self.hook.clone(), record)),
+                start,
+            }),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Observe`].
+    pub struct ObserveFuture<F, H: ObserveHook> {
+        #[pin]
+        inner: F,
+        pending: Option<Completion<H>>,
+    }
+}
+
+impl<F, H, RB, E> Future for ObserveFuture<F, H>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    H: ObserveHook,
+{
+    type Output = Result<Response<ObservedBody<RB, H>>, E>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx))?;
+        let mut completion = this.pending.take();
+        if let Some(c) = completion.as_mut() {
+            let latency = c.start.elapsed();
+            if let Some(record) = c.record_mut() {
+                record.latency = latency;
+                record.status = res.status().as_u16();
+                record.upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
+                if let Some(route) = res.extensions().get::<MatchedRoute>() {
+                    record.route = Some(route.0.to_string());
+                }
+            }
+        }
+        Poll::Ready(Ok(res.map(|body| ObservedBody {
+            inner: body,
+            completion,
+        })))
+    }
+}
+
+/// Fires the hook exactly once: when the body ends, or when it is dropped before.
+#[derive(Debug)]
+pub struct Completion<H: ObserveHook> {
+    pending: Option<(H, RequestRecord)>,
+    start: Instant,
+}
+
+impl<H: ObserveHook> Completion<H> {
+    fn record_mut(&mut self) -> Option<&mut RequestRecord> {
+        self.pending.as_mut().map(|(_, r)| r)
+    }
+
+    fn fire(&mut self) {
+        if let Some((hook, mut record)) = self.pending.take() {
+            record.duration = self.start.elapsed();
+            hook.on_complete(record);
+        }
+    }
+}
+
+impl<H: ObserveHook> Drop for Completion<H> {
+    fn drop(&mut self) {
+        self.fire();
+    }
+}
+
+pin_project! {
+    /// A response body that counts its bytes and reports when it ends.
+    pub struct ObservedBody<B, H: ObserveHook> {
+        #[pin]
+        inner: B,
+        completion: Option<Completion<H>>,
+    }
+}
+
+impl<B: Body, H: ObserveHook> Body for ObservedBody<B, H> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                let record = this.completion.as_mut().and_then(Completion::record_mut);
+                if let (Some(data), Some(record)) = (f.data_ref(), record) {
+                    record.bytes_out += data.remaining() as u64;
+                }
+            }
+            Some(Err(_)) | None => {
+                if let Some(mut c) = this.completion.take() {
+                    c.fire();
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,27 @@
+//! The one place where gateway error responses are built.
+
+use crate::request_id::RequestId;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use portcullis_core::problem::{Problem, CONTENT_TYPE};
+
+/// Builds an `application/problem+json` response for a request, filling in its id and
+/// path. `B` is the response body type of the service being wrapped.
+pub fn for_request<B: From<Bytes>, T>(req: &Request<T>, problem: Problem) -> Response<B> {
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    response(problem.with_request_id(id).with_instance(req.uri().path()))
+}
+
+/// Builds an `application/problem+json` response from a complete problem.
+pub fn response<B: From<Bytes>>(problem: Problem) -> Response<B> {
+    let body = Bytes::from(problem.to_json());
+    let mut res = Response::new(B::from(body));
+    *res.status_mut() = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    res
+}

@@ -1,0 +1,21 @@
+//! `portcullis`: an API hardening gateway.
+//!
+//! `main` stays thin: parse the command line, load and validate the configuration
+//! before any port is bound, run, and turn failures into one readable line and an exit
+//! code (1: configuration or usage, 2: runtime, e.g. a port already in use).
+
+mod admin;
+mod cli;
+mod gateway;
+mod health;
+mod proxy;
+mod sample_api;
+mod server;
+mod stack;
+mod telemetry;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

@@ -1,0 +1,59 @@
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pin_project! {
+    /// The gateway's response body: the upstream's, streamed, or one the gateway made.
+    #[project = ProxyBodyProj]
+    pub(crate) enum ProxyBody {
+        Upstream { #[pin] body: Incoming },
+        Full { #[pin] body: Full<Bytes> },
+    }
+}
+
+impl ProxyBody {
+    pub(crate) fn upstream(body: Incoming) -> Self {
+        ProxyBody::Upstream { body }
+    }
+
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        ProxyBody::Full {
+            body: Full::new(bytes),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+            ProxyBodyProj::Full { body } => body
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body } => body.is_end_stream(),
+            ProxyBody::Full { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body } => body.size_hint(),
+            ProxyBody::Full { body } => body.size_hint(),
+        }
+    }
+}

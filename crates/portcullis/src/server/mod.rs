@@ -1,0 +1,157 @@
+//! The gateway listener: accept, read the first request head ourselves, then hand the
+//! connection to hyper (HTTP/1.1, or HTTP/2 with prior knowledge).
+//!
+//! Reading the first head before hyper does lets every malformed, oversize or slow head
+//! get the same problem+json answer and headers as any other gateway error (hyper would
+//! answer with an empty 400 or just close). Later requests on a keep-alive connection
+//! are guarded by hyper's own `header_read_timeout` and buffer limit.
+
+mod head;
+mod rewind;
+
+use crate::stack::GatewayService;
+use head::{read_first_head, FirstHead};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use portcullis_tower::PeerAddr;
+use rewind::Rewind;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
+
+/// Limits applied while reading request heads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadLimits {
+    pub(crate) max_header_bytes: usize,
+    pub(crate) header_read_timeout: Duration,
+}
+
+/// Tracks live connections so shutdown can wait for them.
+#[derive(Clone)]
+pub(crate) struct ConnectionGuard {
+    _alive: mpsc::Sender<()>,
+}
+
+/// Signals shutdown and waits for every connection to finish.
+pub(crate) struct Drain {
+    signal: watch::Sender<bool>,
+    alive_tx: Option<mpsc::Sender<()>>,
+    alive_rx: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    pub(crate) fn new() -> Self {
+        let (signal, _) = watch::channel(false);
+        let (alive_tx, alive_rx) = mpsc::channel(1);
+        Drain {
+            signal,
+            alive_tx: Some(alive_tx),
+            alive_rx,
+        }
+    }
+
+    pub(crate) fn watcher(&self) -> (watch::Receiver<bool>, ConnectionGuard) {
+        let tx = self.alive_tx.clone().unwrap_or_else(|| mpsc::channel(1).0);
+        (self.signal.subscribe(), ConnectionGuard { _alive: tx })
+    }
+
+    /// Tells connections to finish their current request and close, then waits up to
+    /// `grace` for all of them. Returns whether all finished in time.
+    pub(crate) async fn drain(mut self, grace: Duration) -> bool {
+        let _ = self.signal.send(true);
+        self.alive_tx = None;
+        tokio::time::timeout(grace, self.alive_rx.recv()).await.is_ok()
+    }
+}
+
+/// Accepts connections until `shutdown` changes to true.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    service: GatewayService,
+    limits: HeadLimits,
+    drain: &Drain,
+) {
+    let (mut shutdown, _) = drain.watcher();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (signal, guard) = drain.watcher();
+        let service = service.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, service, limits, signal, guard).await;
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    service: GatewayService,
+    limits: HeadLimits,
+    mut shutdown: watch::Receiver<bool>,
+    guard: ConnectionGuard,
+) {
+    let first = tokio::select! {
+        first = read_first_head(&mut stream, limits) => first,
+        _ = shutdown.changed() => return,
+    };
+    let (prefix, h2) = match first {
+        FirstHead::Http1(prefix) => (prefix, false),
+        FirstHead::Http2(prefix) => (prefix, true),
+        FirstHead::Closed => return,
+        FirstHead::Rejected(rejection) => {
+            head::answer_rejection(stream, peer, rejection, &service).await;
+            return;
+        }
+    };
+    let io = TokioIo::new(Rewind::new(prefix, stream));
+    let hyper_service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(PeerAddr(peer));
+        service.stack.clone().oneshot(req)
+    });
+    if h2 {
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .serve_connection(io, hyper_service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .serve_connection(io, hyper_service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+    drop(guard);
+}

@@ -1,0 +1,88 @@
+//! The one place the request path is assembled from tower layers.
+//!
+//! Order matters: the layer listed first sees the request first.
+//!
+//! 1. `ClientIdentityLayer` — every later layer (and the log) needs the client IP and
+//!    whether the request came over HTTPS.
+//! 2. `RequestIdLayer` — the id must exist before anything can fail, so every problem
+//!    body and log line carries it.
+//! 3. `ObserveLayer` — sees the final status and the full body, gateway errors included.
+//! 4. `LatencyLayer` — times everything below it.
+//! 5. `SecurityHeadersLayer` — adds headers to upstream responses and gateway errors alike.
+//! 6. `BodyLimitLayer` — refuses oversize bodies before the upstream is contacted.
+//! 7. `Proxy` — forwards.
+
+use crate::health::UpstreamHealth;
+use crate::proxy::{Proxy, ProxyBody};
+use crate::telemetry::Telemetry;
+use hyper::body::Incoming;
+use portcullis_core::config::Config;
+use portcullis_core::headers::SecurityHeaders;
+use portcullis_core::identity::TrustedProxies;
+use portcullis_tower::observe::ObservedBody;
+use portcullis_tower::{
+    BodyLimitLayer, ClientIdentityLayer, LatencyLayer, ObserveLayer, RequestIdLayer,
+    SecurityHeadersLayer,
+};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+/// The gateway's request service, type-erased once so the rest of the app can name it.
+pub(crate) type Stack =
+    BoxCloneSyncService<http::Request<Incoming>, http::Response<ObservedBody<ProxyBody, Telemetry>>, Infallible>;
+
+/// Headers the gateway writes on responses it builds outside the stack (rejected heads).
+pub(crate) struct Synthetic {
+    pub(crate) expose_request_id: bool,
+    pub(crate) latency: bool,
+    pub(crate) security: SecurityHeaders,
+}
+
+/// Everything a connection needs.
+#[derive(Clone)]
+pub(crate) struct GatewayService {
+    pub(crate) stack: Stack,
+    pub(crate) hook: Telemetry,
+    pub(crate) synthetic: Arc<Synthetic>,
+}
+
+pub(crate) fn build(
+    config: &Config,
+    telemetry: Telemetry,
+    health: Arc<UpstreamHealth>,
+) -> Result<GatewayService, String> {
+    let server = &config.server;
+    let security = SecurityHeaders::from_config(&config.headers.security);
+    let security_layer = SecurityHeadersLayer::new(&security)
+        .map_err(|e| format!("invalid value in [headers.security]: {e}"))?;
+    let proxy = Proxy::new(
+        &server.upstream.authority,
+        server.request_timeout.0,
+        server.max_body_bytes,
+        health,
+    )?;
+    let trusted = TrustedProxies::new(server.trusted_proxies.iter().map(|c| c.0).collect());
+    let latency = config.headers.latency;
+    let stack = ServiceBuilder::new()
+        .layer(ClientIdentityLayer::new(trusted, server.ipv6_prefix))
+        .layer(RequestIdLayer::new(
+            config.headers.accept_request_id,
+            config.headers.request_id,
+        ))
+        .layer(ObserveLayer::new(telemetry.clone()))
+        .layer(LatencyLayer::new(latency))
+        .layer(security_layer)
+        .layer(BodyLimitLayer::new(server.max_body_bytes))
+        .service(proxy);
+    Ok(GatewayService {
+        stack: BoxCloneSyncService::new(stack),
+        hook: telemetry,
+        synthetic: Arc::new(Synthetic {
+            expose_request_id: config.headers.request_id,
+            latency,
+            security,
+        }),
+    })
+}

@@ -1,0 +1,289 @@
+//! Metrics (contract names, in one place) and the JSON access log, fed by the
+//! [`ObserveHook`] of the request stack.
+
+use portcullis_core::config::Config;
+use portcullis_tower::observe::{ObserveHook, RequestRecord};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// Route label for requests that matched no configured route.
+pub(crate) const UNMATCHED: &str = "unmatched";
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+fn new_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.into_iter())
+}
+
+/// The gateway's metrics.
+pub(crate) struct Metrics {
+    pub(crate) registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    inflight: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram);
+        let upstream_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram);
+        let inflight = Gauge::default();
+        registry.register(
+            "portcullis_requests",
+            "Requests answered, by route pattern, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "portcullis_request_duration_seconds",
+            "Time from request to response headers, by route pattern",
+            request_duration.clone(),
+        );
+        registry.register(
+            "portcullis_upstream_duration_seconds",
+            "Time the upstream took to send response headers, by route pattern",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "portcullis_inflight_requests",
+            "Requests being served (until their response body ends)",
+            inflight.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            inflight,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Methods outside this list are counted as `OTHER`, so a client cannot grow the label set.
+fn method_label(m: &http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+enum LogMessage {
+    Line(String),
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// Writes access log lines on stdout from a thread of its own, so a slow terminal or
+/// pipe never blocks a request task.
+pub(crate) struct AccessLog {
+    tx: mpsc::Sender<LogMessage>,
+}
+
+impl AccessLog {
+    fn start() -> Self {
+        let (tx, rx) = mpsc::channel::<LogMessage>();
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                while let Ok(msg) = rx.recv() {
+                    let mut next = Some(msg);
+                    while let Some(msg) = next {
+                        match msg {
+                            LogMessage::Line(line) => {
+                                let _ = out.write_all(line.as_bytes());
+                                let _ = out.write_all(b"\n");
+                            }
+                            LogMessage::Flush(done) => {
+                                let _ = out.flush();
+                                let _ = done.send(());
+                            }
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    let _ = out.flush();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the access log writer");
+        }
+        AccessLog { tx }
+    }
+
+    /// Waits until every line sent so far is written.
+    pub(crate) fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.tx.send(LogMessage::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+/// The access log line of a request: a structured value, so a redaction step can walk
+/// every string in it before it is written.
+pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128) -> Value {
+    let mut m = Map::with_capacity(13);
+    m.insert("ts".into(), Value::String(rfc3339_millis(now_unix_ms)));
+    m.insert("request_id".into(), Value::String(r.request_id.clone()));
+    m.insert("method".into(), Value::String(r.method.as_str().to_owned()));
+    m.insert(
+        "route".into(),
+        Value::String(r.route.clone().unwrap_or_else(|| UNMATCHED.to_owned())),
+    );
+    m.insert("path".into(), Value::String(r.path.clone()));
+    m.insert("status".into(), Value::from(r.status));
+    m.insert(
+        "latency_ms".into(),
+        Value::from(portcullis_core::headers::latency_ms(r.latency)),
+    );
+    m.insert(
+        "upstream_ms".into(),
+        r.upstream
+            .map_or(Value::Null, |u| Value::from(portcullis_core::headers::latency_ms(u))),
+    );
+    m.insert(
+        "client".into(),
+        r.client.map_or(Value::Null, |c| Value::String(c.to_string())),
+    );
+    m.insert("policy".into(), Value::Null);
+    m.insert("decision".into(), Value::Null);
+    m.insert("bytes_out".into(), Value::from(r.bytes_out));
+    m.insert(
+        "duration_ms".into(),
+        Value::from(portcullis_core::headers::latency_ms(r.duration)),
+    );
+    Value::Object(m)
+}
+
+/// `2026-11-23T09:13:19.123Z` from Unix milliseconds (civil-from-days, Howard Hinnant).
+pub(crate) fn rfc3339_millis(unix_ms: u128) -> String {
+    let ms = unix_ms % 1000;
+    let secs = unix_ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let sod = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Metrics and access log, shared by every request.
+#[derive(Clone)]
+pub(crate) struct Telemetry {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+}
+
+impl Telemetry {
+    pub(crate) fn new(config: &Config) -> Self {
+        Telemetry {
+            metrics: Arc::new(Metrics::new()),
+            access_log: config.log.access_log.then(|| Arc::new(AccessLog::start())),
+        }
+    }
+
+    pub(crate) fn flush(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush();
+        }
+    }
+}
+
+impl ObserveHook for Telemetry {
+    fn on_start(&self) {
+        self.metrics.inflight.inc();
+    }
+
+    fn on_complete(&self, record: RequestRecord) {
+        let m = &self.metrics;
+        m.inflight.dec();
+        let route = record.route.clone().unwrap_or_else(|| UNMATCHED.to_owned());
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                method: method_label(&record.method).to_owned(),
+                status: record.status,
+            })
+            .inc();
+        let labels = RouteLabels { route };
+        m.request_duration
+            .get_or_create(&labels)
+            .observe(record.latency.as_secs_f64());
+        if let Some(upstream) = record.upstream {
+            m.upstream_duration
+                .get_or_create(&labels)
+                .observe(upstream.as_secs_f64());
+        }
+        if let Some(log) = &self.access_log {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let line = access_log_value(&record, now).to_string();
+            let _ = log.tx.send(LogMessage::Line(line));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(1_795_425_199_123), "2026-11-23T09:13:19.123Z");
+        assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
