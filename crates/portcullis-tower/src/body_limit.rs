@@ -33,7 +33,10 @@ impl BodyLimitLayer {
 impl<S> Layer<S> for BodyLimitLayer {
     type Service = BodyLimit<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        BodyLimit { inner, max: self.max }
+        BodyLimit {
+            inner,
+            max: self.max,
+        }
     }
 }
 
@@ -46,7 +49,11 @@ pub struct BodyLimit<S> {
 
 /// The problem for a body over `max` bytes.
 pub fn too_large(max: u64) -> Problem {
-    Problem::new(413, "body_too_large", format!("request body exceeds {max} bytes"))
+    Problem::new(
+        413,
+        "body_too_large",
+        format!("request body exceeds {max} bytes"),
+    )
 }
 
 /// Whether `err` or one of its sources is the length limit of [`BodyLimitLayer`].

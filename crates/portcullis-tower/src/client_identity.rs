@@ -80,10 +80,10 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let peer = req
-            .extensions()
-            .get::<PeerAddr>()
-            .map_or(SocketAddr::from((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)), |p| p.0);
+        let peer = req.extensions().get::<PeerAddr>().map_or(
+            SocketAddr::from((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            |p| p.0,
+        );
         let tls = req.extensions().get::<TlsConnection>().is_some();
         let identity = identify_request(peer.ip(), tls, &self.trusted, req.headers());
         req.extensions_mut().insert(ClientInfo { peer, identity });
@@ -91,7 +91,12 @@ where
     }
 }
 
-fn identify_request(peer: IpAddr, tls: bool, trusted: &TrustedProxies, headers: &HeaderMap) -> ClientIdentity {
+fn identify_request(
+    peer: IpAddr,
+    tls: bool,
+    trusted: &TrustedProxies,
+    headers: &HeaderMap,
+) -> ClientIdentity {
     if !trusted.contains(portcullis_core::identity::canonical_ip(peer)) {
         // The common case needs no header collection at all.
         return identify(peer, tls, trusted, ForwardingHeaders::default());

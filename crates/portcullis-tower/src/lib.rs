@@ -9,6 +9,7 @@
 //! ObserveLayer          one RequestRecord per request, when its body ends (logs, metrics)
 //! LatencyLayer          X-Latency-MS, Server-Timing
 //! SecurityHeadersLayer  HSTS (HTTPS only), CSP, nosniff, ... unless already set
+//! LoadShedLayer         503 + Retry-After above max in-flight requests
 //! BodyLimitLayer        413 for a declared Content-Length over the limit; caps the rest
 //! (your service)
 //! ```
@@ -20,6 +21,7 @@
 pub mod body_limit;
 pub mod client_identity;
 pub mod latency;
+pub mod load_shed;
 pub mod observe;
 pub mod problem;
 pub mod request_id;
@@ -28,6 +30,7 @@ pub mod security_headers;
 pub use body_limit::BodyLimitLayer;
 pub use client_identity::{ClientIdentityLayer, ClientInfo, PeerAddr};
 pub use latency::{LatencyLayer, UpstreamTiming};
+pub use load_shed::LoadShedLayer;
 pub use observe::{ObserveHook, ObserveLayer, RequestRecord};
 pub use request_id::{RequestId, RequestIdLayer};
 pub use security_headers::SecurityHeadersLayer;

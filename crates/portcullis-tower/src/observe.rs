@@ -104,7 +104,10 @@ where
         self.hook.on_start();
         let ext = req.extensions();
         let record = RequestRecord {
-            request_id: ext.get::<RequestId>().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+            request_id: ext
+                .get::<RequestId>()
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
             method: req.method().clone(),
             path: req
                 .uri()

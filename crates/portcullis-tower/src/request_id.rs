@@ -57,7 +57,10 @@ impl RequestIdLayer {
 impl<S> Layer<S> for RequestIdLayer {
     type Service = RequestIdService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService { inner, layer: *self }
+        RequestIdService {
+            inner,
+            layer: *self,
+        }
     }
 }
 

@@ -34,7 +34,11 @@ impl SecurityHeadersLayer {
             .iter()
             .map(|(k, v)| Ok((HeaderName::from_static(k), HeaderValue::from_str(v)?)))
             .collect::<Result<_, http::header::InvalidHeaderValue>>()?;
-        let hsts = headers.hsts.as_deref().map(HeaderValue::from_str).transpose()?;
+        let hsts = headers
+            .hsts
+            .as_deref()
+            .map(HeaderValue::from_str)
+            .transpose()?;
         Ok(SecurityHeadersLayer {
             compiled: Arc::new(Compiled { always, hsts }),
         })

@@ -23,7 +23,11 @@ pub(crate) struct AdminState {
     pub(crate) started: Instant,
 }
 
-pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -53,8 +57,10 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shu
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
@@ -62,7 +68,10 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return crate_problem(Problem::new(405, "method_not_allowed", "the admin endpoints answer GET"), &req);
+        return crate_problem(
+            Problem::new(405, "method_not_allowed", "the admin endpoints answer GET"),
+            &req,
+        );
     }
     match req.uri().path() {
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
@@ -97,7 +106,9 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
             let mut res = Response::new(Full::new(Bytes::from(state.telemetry.metrics.encode())));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             res
         }
@@ -110,5 +121,8 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
 
 fn crate_problem(p: Problem, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let id = portcullis_tower::RequestId::new_uuid();
-    portcullis_tower::problem::response(p.with_instance(req.uri().path()).with_request_id(id.as_str()))
+    portcullis_tower::problem::response(
+        p.with_instance(req.uri().path())
+            .with_request_id(id.as_str()),
+    )
 }

@@ -32,7 +32,11 @@ impl Bound {
     }
 
     /// Uses listeners the caller bound already (the demo picks free ports this way).
-    pub(crate) fn from_listeners(config: Config, listener: TcpListener, admin: TcpListener) -> Self {
+    pub(crate) fn from_listeners(
+        config: Config,
+        listener: TcpListener,
+        admin: TcpListener,
+    ) -> Self {
         Bound {
             config,
             listener,
@@ -41,7 +45,9 @@ impl Bound {
     }
 
     pub(crate) fn listen_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.config.server.listen)
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.server.listen)
     }
 
     pub(crate) fn admin_addr(&self) -> SocketAddr {
@@ -88,7 +94,10 @@ impl Bound {
             () = shutdown => {}
         }
         let grace = config.server.shutdown_grace.0;
-        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: draining in-flight requests"
+        );
         drop(_admin_guard);
         let drained = drain.drain(grace).await;
         if drained {

@@ -23,7 +23,8 @@ pub(crate) async fn serve(listener: TcpListener) {
             continue;
         };
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(|req| async { Ok::<_, Infallible>(handle(req).await) });
+            let service =
+                hyper::service::service_fn(|req| async { Ok::<_, Infallible>(handle(req).await) });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -65,7 +66,10 @@ struct Events {
 }
 
 impl Events {
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.sent >= 5 {
             return Poll::Ready(None);
         }
@@ -75,7 +79,10 @@ impl Events {
         self.sent += 1;
         let next = tokio::time::Instant::now() + Duration::from_millis(200);
         self.timer.as_mut().reset(next);
-        let event = format!("id: {n}\nevent: tick\ndata: {{\"tick\":{n}}}\n\n", n = self.sent);
+        let event = format!(
+            "id: {n}\nevent: tick\ndata: {{\"tick\":{n}}}\n\n",
+            n = self.sent
+        );
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
     }
 }
@@ -85,8 +92,10 @@ use std::future::Future as _;
 fn json_body(status: StatusCode, v: serde_json::Value) -> Response<SampleBody> {
     let mut res = Response::new(SampleBody::Full(Full::new(Bytes::from(v.to_string()))));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -116,9 +125,15 @@ async fn handle(req: Request<Incoming>) -> Response<SampleBody> {
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.to_bytes()).ok())
                 .is_some_and(|v| v.get("user").is_some());
             if ok {
-                json_body(StatusCode::OK, json!({"token": "demo-session-token", "expires_in": 3600}))
+                json_body(
+                    StatusCode::OK,
+                    json!({"token": "demo-session-token", "expires_in": 3600}),
+                )
             } else {
-                json_body(StatusCode::BAD_REQUEST, json!({"error": "send {\"user\":..,\"password\":..}"}))
+                json_body(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "send {\"user\":..,\"password\":..}"}),
+                )
             }
         }
         (Method::GET, "/api/export") => {
@@ -146,12 +161,17 @@ async fn handle(req: Request<Incoming>) -> Response<SampleBody> {
                 sent: 0,
                 timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             }));
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
             res.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             res
         }
-        _ => json_body(StatusCode::NOT_FOUND, json!({"error": "not found", "path": path})),
+        _ => json_body(
+            StatusCode::NOT_FOUND,
+            json!({"error": "not found", "path": path}),
+        ),
     }
 }

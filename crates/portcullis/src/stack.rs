@@ -9,8 +9,9 @@
 //! 3. `ObserveLayer` — sees the final status and the full body, gateway errors included.
 //! 4. `LatencyLayer` — times everything below it.
 //! 5. `SecurityHeadersLayer` — adds headers to upstream responses and gateway errors alike.
-//! 6. `BodyLimitLayer` — refuses oversize bodies before the upstream is contacted.
-//! 7. `Proxy` — forwards.
+//! 6. `LoadShedLayer` — above `[server] max_inflight`, 503 at once instead of queueing.
+//! 7. `BodyLimitLayer` — refuses oversize bodies before the upstream is contacted.
+//! 8. `Proxy` — forwards.
 
 use crate::health::UpstreamHealth;
 use crate::proxy::{Proxy, ProxyBody};
@@ -19,9 +20,10 @@ use hyper::body::Incoming;
 use portcullis_core::config::Config;
 use portcullis_core::headers::SecurityHeaders;
 use portcullis_core::identity::TrustedProxies;
+use portcullis_tower::load_shed::SlotBody;
 use portcullis_tower::observe::ObservedBody;
 use portcullis_tower::{
-    BodyLimitLayer, ClientIdentityLayer, LatencyLayer, ObserveLayer, RequestIdLayer,
+    BodyLimitLayer, ClientIdentityLayer, LatencyLayer, LoadShedLayer, ObserveLayer, RequestIdLayer,
     SecurityHeadersLayer,
 };
 use std::convert::Infallible;
@@ -30,8 +32,11 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 /// The gateway's request service, type-erased once so the rest of the app can name it.
-pub(crate) type Stack =
-    BoxCloneSyncService<http::Request<Incoming>, http::Response<ObservedBody<ProxyBody, Telemetry>>, Infallible>;
+pub(crate) type Stack = BoxCloneSyncService<
+    http::Request<Incoming>,
+    http::Response<ObservedBody<SlotBody<ProxyBody>, Telemetry>>,
+    Infallible,
+>;
 
 /// Headers the gateway writes on responses it builds outside the stack (rejected heads).
 pub(crate) struct Synthetic {
@@ -74,6 +79,7 @@ pub(crate) fn build(
         .layer(ObserveLayer::new(telemetry.clone()))
         .layer(LatencyLayer::new(latency))
         .layer(security_layer)
+        .layer(LoadShedLayer::new(server.max_inflight))
         .layer(BodyLimitLayer::new(server.max_body_bytes))
         .service(proxy);
     Ok(GatewayService {

@@ -51,9 +51,13 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration =
-            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram);
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                new_histogram,
+            );
         let upstream_duration =
-            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram);
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                new_histogram,
+            );
         let inflight = Gauge::default();
         registry.register(
             "portcullis_requests",
@@ -179,12 +183,14 @@ pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128) -> Value {
     );
     m.insert(
         "upstream_ms".into(),
-        r.upstream
-            .map_or(Value::Null, |u| Value::from(portcullis_core::headers::latency_ms(u))),
+        r.upstream.map_or(Value::Null, |u| {
+            Value::from(portcullis_core::headers::latency_ms(u))
+        }),
     );
     m.insert(
         "client".into(),
-        r.client.map_or(Value::Null, |c| Value::String(c.to_string())),
+        r.client
+            .map_or(Value::Null, |c| Value::String(c.to_string())),
     );
     m.insert("policy".into(), Value::Null);
     m.insert("decision".into(), Value::Null);
@@ -283,7 +289,10 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(1_795_425_199_123), "2026-11-23T09:13:19.123Z");
+        assert_eq!(
+            rfc3339_millis(1_795_425_199_123),
+            "2026-11-23T09:13:19.123Z"
+        );
         assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

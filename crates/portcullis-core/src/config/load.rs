@@ -47,8 +47,7 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, Diagnostic> {
     let text = text.unwrap_or("");
-    let from_file: Config =
-        toml::from_str(text).map_err(|e| file_diagnostic(origin, text, &e))?;
+    let from_file: Config = toml::from_str(text).map_err(|e| file_diagnostic(origin, text, &e))?;
     let overrides = overrides(env);
     if overrides.is_empty() {
         return Ok(from_file);
@@ -107,7 +106,10 @@ fn parse_env_value(raw: &str) -> toml::Value {
 }
 
 fn apply(table: &mut toml::Table, o: &Override) -> Result<(), Diagnostic> {
-    let (last, parents) = o.path.split_last().ok_or_else(|| env_error(o, "empty key"))?;
+    let (last, parents) = o
+        .path
+        .split_last()
+        .ok_or_else(|| env_error(o, "empty key"))?;
     let mut current = table;
     for name in parents {
         let entry = current
@@ -142,7 +144,10 @@ fn env_diagnostic(o: &Override, e: &toml::de::Error) -> Diagnostic {
 fn file_diagnostic(origin: &str, text: &str, e: &toml::de::Error) -> Diagnostic {
     Diagnostic {
         origin: origin.to_owned(),
-        position: Some(e.span().map_or((1, 1), |span| line_column(text, span.start))),
+        position: Some(
+            e.span()
+                .map_or((1, 1), |span| line_column(text, span.start)),
+        ),
         message: e.message().trim().to_owned(),
     }
 }
@@ -166,7 +171,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
@@ -181,7 +189,11 @@ mod tests {
         let text = "[server]\nlisten = \"127.0.0.1:1\"\n  bogus = 1\n";
         let e = load("gw.toml", Some(text), no_env()).unwrap_err();
         assert_eq!(e.position, Some((3, 3)), "{e}");
-        assert!(e.to_string().starts_with("gw.toml:3:3: unknown field `bogus`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("gw.toml:3:3: unknown field `bogus`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -213,7 +225,10 @@ mod tests {
                 ("PORTCULLIS_SERVER__LISTEN", "0.0.0.0:8081"),
                 ("portcullis_server__max_body_bytes", "250"),
                 ("PORTCULLIS_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
-                ("PORTCULLIS_HEADERS__SECURITY__X_FRAME_OPTIONS", "SAMEORIGIN"),
+                (
+                    "PORTCULLIS_HEADERS__SECURITY__X_FRAME_OPTIONS",
+                    "SAMEORIGIN",
+                ),
                 ("PORTCULLIS_ADMIN_TOKEN", "not-config"),
                 ("PORTCULLIS_FOO", "not-config"),
             ]),
@@ -232,15 +247,37 @@ mod tests {
         assert!(e.message.contains("unknown field `nope`"), "{e}");
         let e = load("gw.toml", None, env(&[("PORTCULLIS_NOPE__X", "1")])).unwrap_err();
         assert!(e.message.contains("unknown field `nope`"), "{e}");
-        let e = load("gw.toml", None, env(&[("PORTCULLIS_SERVER__LISTEN__X", "1")])).unwrap_err();
-        assert!(e.to_string().starts_with("env PORTCULLIS_SERVER__LISTEN__X: "), "{e}");
-        let e = load("gw.toml", None, env(&[("PORTCULLIS_SERVER__IPV6_PREFIX", "x")])).unwrap_err();
-        assert!(e.to_string().contains("PORTCULLIS_SERVER__IPV6_PREFIX"), "{e}");
+        let e = load(
+            "gw.toml",
+            None,
+            env(&[("PORTCULLIS_SERVER__LISTEN__X", "1")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("env PORTCULLIS_SERVER__LISTEN__X: "),
+            "{e}"
+        );
+        let e = load(
+            "gw.toml",
+            None,
+            env(&[("PORTCULLIS_SERVER__IPV6_PREFIX", "x")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("PORTCULLIS_SERVER__IPV6_PREFIX"),
+            "{e}"
+        );
     }
 
     #[test]
     fn resolved_config_prints_back_and_reloads_identically() {
-        let c = load("gw.toml", Some("[server]\nrequest_timeout = \"1500ms\"\n"), no_env()).unwrap();
+        let c = load(
+            "gw.toml",
+            Some("[server]\nrequest_timeout = \"1500ms\"\n"),
+            no_env(),
+        )
+        .unwrap();
         let printed = toml::to_string_pretty(&c).unwrap();
         assert_eq!(load("printed", Some(&printed), no_env()).unwrap(), c);
     }

@@ -39,7 +39,12 @@ impl DurationValue {
 impl fmt::Display for DurationValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, size) in [
+            ("d", 86_400_000u128),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms != 0 && ms % size == 0 {
                 return write!(f, "{}{unit}", ms / size);
             }
@@ -175,15 +180,24 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(DurationValue::parse("250ms").unwrap().0, Duration::from_millis(250));
-        assert_eq!(DurationValue::parse("30d").unwrap().0, Duration::from_secs(30 * 86400));
+        assert_eq!(
+            DurationValue::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            DurationValue::parse("30d").unwrap().0,
+            Duration::from_secs(30 * 86400)
+        );
         assert!(DurationValue::parse("5x").is_err());
         assert!(DurationValue::parse("s").is_err());
         assert!(DurationValue::parse("1.5s").is_err());
         assert!(DurationValue::parse("99999999999999999999d").is_err());
         assert_eq!(DurationValue::parse("90s").unwrap().to_string(), "90s");
         assert_eq!(DurationValue::parse("120s").unwrap().to_string(), "2m");
-        assert_eq!(DurationValue::parse("1500ms").unwrap().to_string(), "1500ms");
+        assert_eq!(
+            DurationValue::parse("1500ms").unwrap().to_string(),
+            "1500ms"
+        );
     }
 
     #[test]
@@ -193,7 +207,10 @@ mod tests {
         let u = UpstreamUrl::parse("http://api.internal/").unwrap();
         assert_eq!(u.authority, "api.internal:80");
         let u = UpstreamUrl::parse("http://[::1]:9000").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.authority.as_str()), ("::1", 9000, "[::1]:9000"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.authority.as_str()),
+            ("::1", 9000, "[::1]:9000")
+        );
         let u = UpstreamUrl::parse("http://[::1]").unwrap();
         assert_eq!(u.authority, "[::1]:80");
         assert!(UpstreamUrl::parse("https://x").is_err());

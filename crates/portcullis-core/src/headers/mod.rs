@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn server_timing_format() {
         assert_eq!(
-            server_timing(Duration::from_micros(12_345), Some(Duration::from_micros(10_002))),
+            server_timing(
+                Duration::from_micros(12_345),
+                Some(Duration::from_micros(10_002))
+            ),
             "gw;dur=12.345, upstream;dur=10.002"
         );
         assert_eq!(

@@ -21,7 +21,10 @@ impl SecurityHeaders {
             ("x-frame-options", &c.x_frame_options),
             ("referrer-policy", &c.referrer_policy),
             ("cross-origin-opener-policy", &c.cross_origin_opener_policy),
-            ("cross-origin-resource-policy", &c.cross_origin_resource_policy),
+            (
+                "cross-origin-resource-policy",
+                &c.cross_origin_resource_policy,
+            ),
             ("permissions-policy", &c.permissions_policy),
         ];
         SecurityHeaders {
@@ -54,7 +57,10 @@ mod tests {
                 "cross-origin-resource-policy"
             ]
         );
-        assert_eq!(h.hsts.as_deref(), Some("max-age=31536000; includeSubDomains"));
+        assert_eq!(
+            h.hsts.as_deref(),
+            Some("max-age=31536000; includeSubDomains")
+        );
         let off = SecurityHeadersConfig {
             strict_transport_security: String::new(),
             ..Default::default()

@@ -45,7 +45,10 @@ pub fn identify(
 ) -> ClientIdentity {
     let peer = canonical_ip(peer);
     if !trusted.contains(peer) {
-        return ClientIdentity { ip: peer, https: tls };
+        return ClientIdentity {
+            ip: peer,
+            https: tls,
+        };
     }
     ClientIdentity {
         ip: client_ip_behind_trusted_peer(peer, trusted, headers),
@@ -94,8 +97,7 @@ fn forwarded_https(headers: ForwardingHeaders<'_>) -> bool {
         .iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .next_back();
+        .rfind(|v| !v.is_empty());
     let proto = match last_xfp {
         Some(p) => Some(p.to_owned()),
         None => headers

@@ -51,7 +51,10 @@ fn garbage_entry_stops_the_walk() {
 
 #[test]
 fn ports_and_brackets_in_xff() {
-    assert_eq!(parse_xff_entry(" 203.0.113.7:4711"), Some(ip("203.0.113.7")));
+    assert_eq!(
+        parse_xff_entry(" 203.0.113.7:4711"),
+        Some(ip("203.0.113.7"))
+    );
     assert_eq!(parse_xff_entry("[2001:db8::1]:80"), Some(ip("2001:db8::1")));
     assert_eq!(parse_xff_entry("[2001:db8::1]"), Some(ip("2001:db8::1")));
     assert_eq!(parse_xff_entry("unknown"), None);
@@ -86,12 +89,18 @@ fn https_only_from_trusted_proxies_last_value_wins() {
         ..Default::default()
     };
     assert!(!identify(ip("10.0.0.1"), false, &t, h).https);
-    assert!(identify(ip("192.0.2.1"), true, &t, h).https, "TLS at the gateway");
+    assert!(
+        identify(ip("192.0.2.1"), true, &t, h).https,
+        "TLS at the gateway"
+    );
 }
 
 #[test]
 fn ipv6_keyed_by_prefix_and_mapped_v4_is_v4() {
-    assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1"), 64), "2001:db8:1:2::/64");
+    assert_eq!(
+        client_key(ip("2001:db8:1:2:aaaa::1"), 64),
+        "2001:db8:1:2::/64"
+    );
     assert_eq!(client_key(ip("::ffff:203.0.113.7"), 64), "203.0.113.7");
     assert_eq!(client_key(ip("203.0.113.7"), 64), "203.0.113.7");
     assert_eq!(client_key(ip("2001:db8::1"), 0), "::/0");

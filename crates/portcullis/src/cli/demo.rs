@@ -15,12 +15,14 @@ pub(super) fn run() -> Result<(), Failure> {
         let api = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| Failure::Runtime(format!("cannot bind the sample API: {e}")))?;
-        let api_addr = api.local_addr().map_err(|e| Failure::Runtime(e.to_string()))?;
+        let api_addr = api
+            .local_addr()
+            .map_err(|e| Failure::Runtime(e.to_string()))?;
         tokio::spawn(crate::sample_api::serve(api));
 
         let mut config = Config::default();
-        config.server.upstream = UpstreamUrl::parse(&format!("http://{api_addr}"))
-            .map_err(Failure::Runtime)?;
+        config.server.upstream =
+            UpstreamUrl::parse(&format!("http://{api_addr}")).map_err(Failure::Runtime)?;
         let listener = bind_preferred(8080).await?;
         let admin = bind_preferred(9090).await?;
         let bound = Bound::from_listeners(config, listener, admin);

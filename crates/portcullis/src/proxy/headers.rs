@@ -48,7 +48,9 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    let upgrade = keep_upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let upgrade = keep_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
@@ -81,7 +83,11 @@ pub(super) fn set_forwarded(
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    let proto = if client.identity.https { "https" } else { "http" };
+    let proto = if client.identity.https {
+        "https"
+    } else {
+        "http"
+    };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
@@ -96,7 +102,10 @@ mod tests {
     #[test]
     fn strips_named_and_standard_hop_by_hop_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));

@@ -173,15 +173,11 @@ impl Inner {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let host = req
-            .headers()
-            .get(http::header::HOST)
-            .cloned()
-            .or_else(|| {
-                req.uri()
-                    .authority()
-                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            });
+        let host = req.headers().get(http::header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        });
         *req.uri_mut() = Uri::builder()
             .scheme("http")
             .authority(self.authority.clone())

@@ -126,7 +126,13 @@ fn inspect(buf: &[u8], max: usize, started: Instant) -> Inspection {
             None,
             None,
         ),
-        Err(e) => bad(400, "bad_request", format!("malformed request: {e}"), None, None),
+        Err(e) => bad(
+            400,
+            "bad_request",
+            format!("malformed request: {e}"),
+            None,
+            None,
+        ),
     }
 }
 
@@ -264,8 +270,14 @@ mod tests {
     fn rejects_malformed_heads() {
         assert_eq!(judge(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
         assert_eq!(judge(b"G@T / HTTP/1.1\r\n\r\n"), Err(400));
-        assert_eq!(judge(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-ID: a\rb\r\n\r\n"), Err(400));
-        assert_eq!(judge(b"GET / HTTP/1.1\r\nHost: a\r\nnocolon\r\n\r\n"), Err(400));
+        assert_eq!(
+            judge(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-ID: a\rb\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            judge(b"GET / HTTP/1.1\r\nHost: a\r\nnocolon\r\n\r\n"),
+            Err(400)
+        );
         assert_eq!(judge(b"GET / HTTP/1.1\r\n\r\n"), Err(400), "no Host");
         assert_eq!(
             judge(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
@@ -275,8 +287,15 @@ mod tests {
             judge(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(400)
         );
-        assert_eq!(judge(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"), Err(400));
-        let big = [b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".as_slice(), &[b'a'; 2000]].concat();
+        assert_eq!(
+            judge(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"),
+            Err(400)
+        );
+        let big = [
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".as_slice(),
+            &[b'a'; 2000],
+        ]
+        .concat();
         assert_eq!(judge(&big), Err(431));
     }
 }

@@ -63,7 +63,9 @@ impl Drain {
     pub(crate) async fn drain(mut self, grace: Duration) -> bool {
         let _ = self.signal.send(true);
         self.alive_tx = None;
-        tokio::time::timeout(grace, self.alive_rx.recv()).await.is_ok()
+        tokio::time::timeout(grace, self.alive_rx.recv())
+            .await
+            .is_ok()
     }
 }
 
