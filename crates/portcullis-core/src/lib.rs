@@ -11,8 +11,10 @@
 //! - [`identity`]: the trusted-proxy rule for the client IP and for HTTPS.
 //! - [`headers`]: request-id acceptance, latency, `Server-Timing` and security headers.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
+//! - [`redact`]: what the access log may show of paths and clients.
 
 pub mod config;
 pub mod headers;
 pub mod identity;
 pub mod problem;
+pub mod redact;

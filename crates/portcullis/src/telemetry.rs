@@ -1,7 +1,8 @@
 //! Metrics (contract names, in one place) and the JSON access log, fed by the
 //! [`ObserveHook`] of the request stack.
 
-use portcullis_core::config::Config;
+use portcullis_core::config::{Config, Redaction};
+use portcullis_core::redact::Redactor;
 use portcullis_tower::observe::{ObserveHook, RequestRecord};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -166,7 +167,7 @@ impl AccessLog {
 
 /// The access log line of a request: a structured value, so a redaction step can walk
 /// every string in it before it is written.
-pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128) -> Value {
+pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128, redactor: &Redactor) -> Value {
     let mut m = Map::with_capacity(13);
     m.insert("ts".into(), Value::String(rfc3339_millis(now_unix_ms)));
     m.insert("request_id".into(), Value::String(r.request_id.clone()));
@@ -175,7 +176,7 @@ pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128) -> Value {
         "route".into(),
         Value::String(r.route.clone().unwrap_or_else(|| UNMATCHED.to_owned())),
     );
-    m.insert("path".into(), Value::String(r.path.clone()));
+    m.insert("path".into(), Value::String(redactor.path(&r.path)));
     m.insert("status".into(), Value::from(r.status));
     m.insert(
         "latency_ms".into(),
@@ -190,7 +191,7 @@ pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128) -> Value {
     m.insert(
         "client".into(),
         r.client
-            .map_or(Value::Null, |c| Value::String(c.to_string())),
+            .map_or(Value::Null, |c| Value::String(redactor.replace(&c.to_string()))),
     );
     m.insert("policy".into(), Value::Null);
     m.insert("decision".into(), Value::Null);
@@ -225,11 +226,34 @@ pub(crate) fn rfc3339_millis(unix_ms: u128) -> String {
     )
 }
 
+/// The log redactor, keyed from `[log] hash_key_env` (a random per-process key, with a
+/// warning, when that variable is unset: hashes then correlate within one run only).
+fn redactor(config: &Config) -> Redactor {
+    let log = &config.log;
+    let key = match std::env::var(&log.hash_key_env) {
+        Ok(k) if !k.is_empty() => k.into_bytes(),
+        _ => {
+            if log.redaction == Redaction::Hash {
+                tracing::warn!(
+                    variable = %log.hash_key_env,
+                    "log hash key not set: using a random key for this process"
+                );
+            }
+            let mut key = Vec::with_capacity(32);
+            key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            key
+        }
+    };
+    Redactor::new(log.redaction, &key, &log.redact_query)
+}
+
 /// Metrics and access log, shared by every request.
 #[derive(Clone)]
 pub(crate) struct Telemetry {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) access_log: Option<Arc<AccessLog>>,
+    redactor: Arc<Redactor>,
 }
 
 impl Telemetry {
@@ -237,6 +261,7 @@ impl Telemetry {
         Telemetry {
             metrics: Arc::new(Metrics::new()),
             access_log: config.log.access_log.then(|| Arc::new(AccessLog::start())),
+            redactor: Arc::new(redactor(config)),
         }
     }
 
@@ -276,7 +301,7 @@ impl ObserveHook for Telemetry {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
-            let line = access_log_value(&record, now).to_string();
+            let line = access_log_value(&record, now, &self.redactor).to_string();
             let _ = log.tx.send(LogMessage::Line(line));
         }
     }

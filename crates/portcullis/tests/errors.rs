@@ -150,6 +150,11 @@ async fn oversize_chunked_body_is_413() {
     assert_eq!(p["instance"], "/echo", "{p}");
     assert_logged(&gw, &p, 413).await;
 
+    // Over h2c as well.
+    let r = h2(gw.addr, "POST", "/echo", &[], vec![b'z'; 4096]).await;
+    let p = assert_problem(&r, 413, "body_too_large");
+    assert_eq!(p["instance"], "/echo", "{p}");
+
     // A chunked body within the limit is fine.
     let (r, _s) = raw_exchange(
         gw.addr,
