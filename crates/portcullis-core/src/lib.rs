@@ -9,6 +9,7 @@
 //! - [`config`]: the configuration model, TOML parsing with `file:line:column`
 //!   diagnostics, and `PORTCULLIS_SECTION__KEY` environment overrides.
 //! - [`identity`]: the trusted-proxy rule for the client IP and for HTTPS.
+//! - [`limit`]: the rate-limit algorithms (GCRA, sliding window, fixed window).
 //! - [`headers`]: request-id acceptance, latency, `Server-Timing` and security headers.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
 //! - [`redact`]: what the access log may show of paths and clients.
@@ -16,5 +17,6 @@
 pub mod config;
 pub mod headers;
 pub mod identity;
+pub mod limit;
 pub mod problem;
 pub mod redact;

@@ -35,8 +35,9 @@ impl Redactor {
     /// `key` keys the hash (ignored in mask mode); `query_names` are compared without
     /// regard to case.
     pub fn new(mode: Redaction, key: &[u8], query_names: &[String]) -> Self {
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-            .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new_from_slice(b"portcullis").expect("static key"));
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| {
+            <Hmac<Sha256> as Mac>::new_from_slice(b"portcullis").expect("static key")
+        });
         Redactor {
             mode,
             mac,
@@ -88,7 +89,9 @@ impl Redactor {
     }
 
     fn is_secret_param(&self, name: &str) -> bool {
-        self.query_names.iter().any(|n| n.eq_ignore_ascii_case(name))
+        self.query_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
     }
 }
 
@@ -103,7 +106,10 @@ mod tests {
     #[test]
     fn query_values_are_replaced_by_name() {
         let r = Redactor::new(Redaction::Mask, b"k", &names());
-        assert_eq!(r.path("/a?token=s3cret&x=1&API_KEY=zz"), "/a?token=[REDACTED]&x=1&API_KEY=[REDACTED]");
+        assert_eq!(
+            r.path("/a?token=s3cret&x=1&API_KEY=zz"),
+            "/a?token=[REDACTED]&x=1&API_KEY=[REDACTED]"
+        );
         assert_eq!(r.path("/a"), "/a");
         assert_eq!(r.path("/a?token"), "/a?token");
     }

@@ -190,8 +190,9 @@ pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128, redactor: &
     );
     m.insert(
         "client".into(),
-        r.client
-            .map_or(Value::Null, |c| Value::String(redactor.replace(&c.to_string()))),
+        r.client.map_or(Value::Null, |c| {
+            Value::String(redactor.replace(&c.to_string()))
+        }),
     );
     m.insert("policy".into(), Value::Null);
     m.insert("decision".into(), Value::Null);
