@@ -18,5 +18,7 @@ pub mod config;
 pub mod headers;
 pub mod identity;
 pub mod limit;
+pub mod policy;
 pub mod problem;
 pub mod redact;
+pub mod route;

@@ -1,7 +1,6 @@
 //! Reading `portcullis.toml` plus `PORTCULLIS_SECTION__KEY` environment overrides.
 
 use super::model::Config;
-use serde::Deserialize;
 use std::fmt;
 
 /// Environment variables starting with this (any case) may be configuration overrides.
@@ -50,24 +49,45 @@ pub fn load(
     let from_file: Config = toml::from_str(text).map_err(|e| file_diagnostic(origin, text, &e))?;
     let overrides = overrides(env);
     if overrides.is_empty() {
-        return Ok(from_file);
+        return validated(from_file, origin, text);
     }
     let base: toml::Table = toml::from_str(text).map_err(|e| file_diagnostic(origin, text, &e))?;
-    // Each override alone first, so an error names the variable that caused it.
+    // Each override alone first, so an error names the variable that caused it. The
+    // merged table is printed and parsed again (rather than deserialized as a value) so
+    // that spanned values deserialize as they do from a file.
     for o in &overrides {
         let mut table = base.clone();
         apply(&mut table, o)?;
-        Config::deserialize(toml::Value::Table(table)).map_err(|e| env_diagnostic(o, &e))?;
+        let merged = toml::to_string(&table).map_err(|e| env_error(o, &e.to_string()))?;
+        toml::from_str::<Config>(&merged).map_err(|e| env_diagnostic(o, &e))?;
     }
     let mut table = base;
     for o in &overrides {
         apply(&mut table, o)?;
     }
-    Config::deserialize(toml::Value::Table(table)).map_err(|e| Diagnostic {
-        origin: "env".into(),
+    let env_origin = format!("{origin} (with environment overrides)");
+    let merged = toml::to_string(&table).map_err(|e| Diagnostic {
+        origin: env_origin.clone(),
+        position: None,
+        message: e.to_string(),
+    })?;
+    let config = toml::from_str::<Config>(&merged).map_err(|e| Diagnostic {
+        origin: env_origin.clone(),
         position: None,
         message: e.message().to_owned(),
-    })
+    })?;
+    validated(config, &env_origin, &merged)
+}
+
+fn validated(config: Config, origin: &str, text: &str) -> Result<Config, Diagnostic> {
+    match super::validate::first_error(&config) {
+        None => Ok(config),
+        Some((span, message)) => Err(Diagnostic {
+            origin: origin.to_owned(),
+            position: Some(line_column(text, span.start)),
+            message,
+        }),
+    }
 }
 
 fn overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
@@ -153,7 +173,7 @@ fn file_diagnostic(origin: &str, text: &str, e: &toml::de::Error) -> Diagnostic 
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset.min(text.len())).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);

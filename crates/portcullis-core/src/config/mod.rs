@@ -6,8 +6,11 @@
 
 mod load;
 mod model;
+mod policy;
+mod validate;
 mod values;
 
 pub use load::{load, Diagnostic, ENV_PREFIX};
 pub use model::*;
+pub use validate::{analyze, Warning};
 pub use values::{Cidr, DurationValue, UpstreamUrl};

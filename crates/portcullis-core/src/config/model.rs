@@ -1,5 +1,9 @@
 //! The sections of `portcullis.toml`. Defaults are SPEC's.
 
+pub use super::policy::{
+    BypassConfig, KeySource, OnMissingKey, OverrideConfig, PolicyConfig, PolicyMode, RouteConfig,
+    StoreConfig, StoreKind, StoreOnError,
+};
 use super::values::{Cidr, DurationValue, UpstreamUrl};
 use crate::headers::AcceptRequestId;
 use serde::{Deserialize, Serialize};
@@ -14,10 +18,18 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[admin]`: health, metrics and admin API listener.
     pub admin: AdminConfig,
+    /// `[store]`: where rate-limit buckets live.
+    pub store: StoreConfig,
     /// `[headers]`: the response-header contract.
     pub headers: HeadersConfig,
+    /// `[bypass]`: clients that are never limited.
+    pub bypass: BypassConfig,
     /// `[log]`: access log and redaction.
     pub log: LogConfig,
+    /// `[[policy]]`: named rate-limit tiers.
+    pub policy: Vec<PolicyConfig>,
+    /// `[[route]]`: which policies apply to which requests, first match wins.
+    pub route: Vec<RouteConfig>,
 }
 
 /// `[server]`.

@@ -1225,3 +1225,123 @@ pub(crate) async fn assert_still_serves(gw: &Gateway) {
     assert_eq!(r.status, 200, "the gateway still serves: {:?}", r.text());
     assert_contract_headers(&r, None);
 }
+
+// ---------------------------------------------------------------------------
+// Rate limiting: admin calls, metrics, health (added for tests/ratelimit.rs)
+// ---------------------------------------------------------------------------
+
+/// Sends `method path` to the admin listener with `Authorization: Bearer <token>`
+/// when `token` is given, plus `headers`.
+pub(crate) async fn admin_call(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut hs: Vec<(&str, &str)> = headers.to_vec();
+    if let Some(a) = auth.as_deref() {
+        hs.push(("authorization", a));
+    }
+    h1(gw.admin, method, path, &hs, Bytes::new()).await
+}
+
+/// The text of `GET /metrics` on the admin listener.
+pub(crate) async fn metrics_text(gw: &Gateway) -> String {
+    let r = get(gw.admin, "/metrics").await;
+    assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
+    r.text()
+}
+
+/// The JSON of `GET /health` on the admin listener.
+pub(crate) async fn health_json(gw: &Gateway) -> Value {
+    let r = get(gw.admin, "/health").await;
+    assert_eq!(r.status, 200, "GET /health: {}", r.text());
+    r.json()
+}
+
+/// One sample of a Prometheus text exposition: name, labels, value.
+#[derive(Debug, Clone)]
+pub(crate) struct Sample {
+    pub(crate) name: String,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) value: f64,
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
+    let name = line[..name_end].to_string();
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut chars = inner.char_indices();
+        let mut key = String::new();
+        let mut val = String::new();
+        let mut in_val = false;
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            if in_val {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            val.push(match n {
+                                'n' => '\n',
+                                other => other,
+                            });
+                        }
+                    }
+                    '"' => {
+                        labels.push((key.trim().to_string(), std::mem::take(&mut val)));
+                        key.clear();
+                        in_val = false;
+                    }
+                    _ => val.push(c),
+                }
+            } else {
+                match c {
+                    '}' => {
+                        end = Some(i);
+                        break;
+                    }
+                    '=' => {}
+                    '"' => in_val = true,
+                    ',' => key.clear(),
+                    _ => key.push(c),
+                }
+            }
+        }
+        rest = &inner[end? + 1..];
+    }
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// Every sample of a Prometheus text exposition.
+pub(crate) fn metric_samples(text: &str) -> Vec<Sample> {
+    text.lines().filter_map(parse_sample).collect()
+}
+
+/// The sum of the samples named `name` that carry all of `labels` (other labels
+/// are ignored); `None` when there is none.
+pub(crate) fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = metric_samples(text)
+        .into_iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
+        })
+        .map(|s| s.value)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
+}

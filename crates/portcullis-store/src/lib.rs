@@ -1,0 +1,82 @@
+//! Where rate-limit buckets live.
+//!
+//! A [`Store`] decides a whole request atomically: every policy of the request is
+//! checked, and units are taken from all of them only if all allow (a request denied
+//! by one policy takes nothing from the others). The arithmetic is
+//! [`portcullis_core::limit::decide`]; stores only keep state and supply the clock.
+//!
+//! - [`memory::MemoryStore`]: embedded, sharded, bounded by `max_keys`.
+
+pub mod clock;
+pub mod memory;
+
+use portcullis_core::limit::{Algorithm, Decision, Quota};
+use std::future::Future;
+
+/// What a store is told about a bucket: a hash of the policy name and key (never the
+/// key itself), and the rules to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    /// The bucket's identity.
+    pub key: StoreKey,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// Its quota (per-key overrides already applied).
+    pub quota: Quota,
+    /// Units this request takes (0: only look).
+    pub cost: u64,
+}
+
+/// 128 bits of SHA-256 over the policy name and the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreKey(pub [u8; 16]);
+
+impl StoreKey {
+    /// Lower-case hex, as shown by `/admin/explain` and used in Redis key names.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Why a store call failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store cannot be reached (connection refused, reset).
+    Unavailable(String),
+    /// The store did not answer within the configured timeout.
+    Timeout,
+    /// The store answered something unexpected (a script error): retrying will not help.
+    Protocol(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Unavailable(why) => write!(f, "store unavailable: {why}"),
+            StoreError::Timeout => f.write_str("store call timed out"),
+            StoreError::Protocol(why) => write!(f, "store protocol error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The contract every store keeps.
+pub trait Store: Send + Sync + 'static {
+    /// Decides all `checks` of one request at one instant of the store's clock. If all
+    /// allow, each bucket gives its `cost`; otherwise nothing is taken, denied checks
+    /// carry their wait, and the others report their state as it is (cost 0).
+    fn decide(
+        &self,
+        checks: &[Check],
+    ) -> impl Future<Output = Result<Vec<Decision>, StoreError>> + Send;
+
+    /// Forgets a bucket (it is full again).
+    fn reset(&self, key: StoreKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The store's current time, in nanoseconds since the Unix epoch.
+    fn now(&self) -> u64;
+
+    /// How many buckets the store holds, when it knows (`None` for shared stores).
+    fn key_count(&self) -> Option<u64>;
+}
