@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 
+/// The problem type the IETF ratelimit draft registers for 429s.
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+
 /// Media type of a problem details body.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -27,6 +30,9 @@ pub struct Problem {
     pub code: &'static str,
     /// The request id, the same as in `X-Request-ID` and in the access log.
     pub request_id: String,
+    /// Extension members (e.g. `violated-policies`, `retry_after` of a 429).
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -40,7 +46,32 @@ impl Problem {
             instance: None,
             code,
             request_id: String::new(),
+            extensions: serde_json::Map::new(),
         }
+    }
+
+    /// The 429 of SPEC "Response headers": the IETF quota-exceeded type, the denying
+    /// policy and the wait.
+    pub fn quota_exceeded(
+        policy: &str,
+        limit: u64,
+        window: &str,
+        violated: &[&str],
+        retry_after_secs: u64,
+    ) -> Self {
+        let mut p = Problem::new(
+            429,
+            "rate_limited",
+            format!("policy '{policy}' allows {limit} requests per {window}"),
+        );
+        p.type_uri = QUOTA_EXCEEDED;
+        p.extensions
+            .insert("violated-policies".into(), serde_json::json!(violated));
+        p.extensions
+            .insert("policy".into(), serde_json::json!(policy));
+        p.extensions
+            .insert("retry_after".into(), serde_json::json!(retry_after_secs));
+        p
     }
 
     /// Sets the `instance` member (the request path).

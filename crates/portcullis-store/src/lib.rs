@@ -38,6 +38,16 @@ impl StoreKey {
     }
 }
 
+/// The decisions of one request, and the store-clock instant they were made at (what
+/// `X-RateLimit-Reset` is computed from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// Nanoseconds since the Unix epoch, on the store's clock.
+    pub at: u64,
+    /// One decision per check, in order.
+    pub decisions: Vec<Decision>,
+}
+
 /// Why a store call failed, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -66,10 +76,7 @@ pub trait Store: Send + Sync + 'static {
     /// Decides all `checks` of one request at one instant of the store's clock. If all
     /// allow, each bucket gives its `cost`; otherwise nothing is taken, denied checks
     /// carry their wait, and the others report their state as it is (cost 0).
-    fn decide(
-        &self,
-        checks: &[Check],
-    ) -> impl Future<Output = Result<Vec<Decision>, StoreError>> + Send;
+    fn decide(&self, checks: &[Check]) -> impl Future<Output = Result<Decided, StoreError>> + Send;
 
     /// Forgets a bucket (it is full again).
     fn reset(&self, key: StoreKey) -> impl Future<Output = Result<(), StoreError>> + Send;

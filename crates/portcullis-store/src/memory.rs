@@ -11,7 +11,7 @@
 //! limiter and Envoy's local limiter have no such rule.
 
 use crate::clock::Clock;
-use crate::{Check, Store, StoreError, StoreKey};
+use crate::{Check, Decided, Store, StoreError, StoreKey};
 use indexmap::IndexMap;
 use portcullis_core::limit::{decide, full_at, Algorithm, BucketState, Decision, Quota};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -257,8 +257,12 @@ impl<C: Clock> MemoryStore<C> {
 }
 
 impl<C: Clock> Store for Arc<MemoryStore<C>> {
-    async fn decide(&self, checks: &[Check]) -> Result<Vec<Decision>, StoreError> {
-        Ok(self.decide_at(checks, self.clock.now()))
+    async fn decide(&self, checks: &[Check]) -> Result<Decided, StoreError> {
+        let at = self.clock.now();
+        Ok(Decided {
+            at,
+            decisions: self.decide_at(checks, at),
+        })
     }
 
     async fn reset(&self, key: StoreKey) -> Result<(), StoreError> {

@@ -10,6 +10,7 @@
 //! LatencyLayer          X-Latency-MS, Server-Timing
 //! SecurityHeadersLayer  HSTS (HTTPS only), CSP, nosniff, ... unless already set
 //! LoadShedLayer         503 + Retry-After above max in-flight requests
+//! RateLimitLayer        route + policies + store: 429 or the rate-limit headers
 //! BodyLimitLayer        413 for a declared Content-Length over the limit; caps the rest
 //! (your service)
 //! ```
@@ -24,6 +25,7 @@ pub mod latency;
 pub mod load_shed;
 pub mod observe;
 pub mod problem;
+pub mod rate_limit;
 pub mod request_id;
 pub mod security_headers;
 
@@ -32,5 +34,6 @@ pub use client_identity::{ClientIdentityLayer, ClientInfo, PeerAddr};
 pub use latency::{LatencyLayer, UpstreamTiming};
 pub use load_shed::LoadShedLayer;
 pub use observe::{ObserveHook, ObserveLayer, RequestRecord};
+pub use rate_limit::{RateLimitLayer, RateLimiter};
 pub use request_id::{RequestId, RequestIdLayer};
 pub use security_headers::SecurityHeadersLayer;

@@ -43,6 +43,10 @@ pub struct RequestRecord {
     pub client: Option<IpAddr>,
     /// Response body bytes sent.
     pub bytes_out: u64,
+    /// The tightest rate-limit policy, if any applied.
+    pub policy: Option<std::sync::Arc<str>>,
+    /// The rate-limit decision (`allowed`, `limited`, `bypassed`), if any.
+    pub decision: Option<&'static str>,
 }
 
 /// The matched route pattern, set by routing layers as a request extension.
@@ -120,6 +124,8 @@ where
             duration: Duration::ZERO,
             client: ext.get::<ClientInfo>().map(|c| c.identity.ip),
             bytes_out: 0,
+            policy: None,
+            decision: None,
         };
         let start = Instant::now();
         ObserveFuture {
@@ -159,6 +165,13 @@ where
                 record.upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
                 if let Some(route) = res.extensions().get::<MatchedRoute>() {
                     record.route = Some(route.0.to_string());
+                }
+                if let Some(s) = res
+                    .extensions()
+                    .get::<crate::rate_limit::RateLimitSummary>()
+                {
+                    record.policy = s.policy.clone();
+                    record.decision = s.decision;
                 }
             }
         }

@@ -2,6 +2,7 @@
 
 use crate::admin::{self, AdminState};
 use crate::health::UpstreamHealth;
+use crate::limits;
 use crate::server::{self, Drain, HeadLimits};
 use crate::stack;
 use crate::telemetry::Telemetry;
@@ -67,12 +68,22 @@ impl Bound {
         let upstream = &config.server.upstream;
         let health = UpstreamHealth::new(upstream.host.clone(), upstream.port);
         let telemetry = Telemetry::new(&config);
-        let service = stack::build(&config, telemetry.clone(), health.clone())?;
+        let limiter = limits::build(&config, telemetry.clone());
+        let service = stack::build(&config, telemetry.clone(), health.clone(), limiter.clone())?;
         let prober = tokio::spawn(health.clone().run_prober());
+        let sweeper = tokio::spawn(limits::sweep(limiter.store.clone()));
         let drain = Drain::new();
         let admin_state = Arc::new(AdminState {
             telemetry: telemetry.clone(),
             health,
+            limiter,
+            trusted: portcullis_core::identity::TrustedProxies::new(
+                config.server.trusted_proxies.iter().map(|c| c.0).collect(),
+            ),
+            admin_token: std::env::var(&config.admin.token_env)
+                .ok()
+                .filter(|t| !t.is_empty()),
+            token_env: config.admin.token_env.clone(),
             upstream_url: upstream.to_string(),
             started: Instant::now(),
         });
@@ -106,6 +117,7 @@ impl Bound {
             tracing::warn!("grace period over with requests still in flight; exiting");
         }
         prober.abort();
+        sweeper.abort();
         admin_task.abort();
         telemetry.flush();
         Ok(())

@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod gateway;
 mod health;
+mod limits;
 mod proxy;
 mod sample_api;
 mod server;

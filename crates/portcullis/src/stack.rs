@@ -9,11 +9,13 @@
 //! 3. `ObserveLayer` — sees the final status and the full body, gateway errors included.
 //! 4. `LatencyLayer` — times everything below it.
 //! 5. `SecurityHeadersLayer` — adds headers to upstream responses and gateway errors alike.
-//! 6. `LoadShedLayer` — above `[server] max_inflight`, 503 at once instead of queueing.
-//! 7. `BodyLimitLayer` — refuses oversize bodies before the upstream is contacted.
-//! 8. `Proxy` — forwards.
+//! 6. `RateLimitLayer` — 429 before the request costs anything else; matches the route.
+//! 7. `LoadShedLayer` — above `[server] max_inflight`, 503 at once instead of queueing.
+//! 8. `BodyLimitLayer` — refuses oversize bodies before the upstream is contacted.
+//! 9. `Proxy` — forwards.
 
 use crate::health::UpstreamHealth;
+use crate::limits::Limiter;
 use crate::proxy::{Proxy, ProxyBody};
 use crate::telemetry::Telemetry;
 use hyper::body::Incoming;
@@ -23,8 +25,8 @@ use portcullis_core::identity::TrustedProxies;
 use portcullis_tower::load_shed::SlotBody;
 use portcullis_tower::observe::ObservedBody;
 use portcullis_tower::{
-    BodyLimitLayer, ClientIdentityLayer, LatencyLayer, LoadShedLayer, ObserveLayer, RequestIdLayer,
-    SecurityHeadersLayer,
+    BodyLimitLayer, ClientIdentityLayer, LatencyLayer, LoadShedLayer, ObserveLayer, RateLimitLayer,
+    RequestIdLayer, SecurityHeadersLayer,
 };
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -57,6 +59,7 @@ pub(crate) fn build(
     config: &Config,
     telemetry: Telemetry,
     health: Arc<UpstreamHealth>,
+    limiter: Arc<Limiter>,
 ) -> Result<GatewayService, String> {
     let server = &config.server;
     let security = SecurityHeaders::from_config(&config.headers.security);
@@ -79,6 +82,7 @@ pub(crate) fn build(
         .layer(ObserveLayer::new(telemetry.clone()))
         .layer(LatencyLayer::new(latency))
         .layer(security_layer)
+        .layer(RateLimitLayer::new(limiter))
         .layer(LoadShedLayer::new(server.max_inflight))
         .layer(BodyLimitLayer::new(server.max_body_bytes))
         .service(proxy);

@@ -1,9 +1,11 @@
 //! Metrics (contract names, in one place) and the JSON access log, fed by the
 //! [`ObserveHook`] of the request stack.
 
-use portcullis_core::config::{Config, Redaction};
+use portcullis_core::config::{Config, Redaction, StoreKind};
 use portcullis_core::redact::Redactor;
+use portcullis_store::StoreError;
 use portcullis_tower::observe::{ObserveHook, RequestRecord};
+use portcullis_tower::rate_limit::{DecisionHook, Outcome};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,7 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -34,6 +38,26 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    policy: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+}
+
+/// Per-policy decision counts for `/health`.
+#[derive(Debug, Default)]
+pub(crate) struct PolicyCounts {
+    pub(crate) allowed: AtomicU64,
+    pub(crate) limited: AtomicU64,
+    pub(crate) shadow_limited: AtomicU64,
+    pub(crate) bypassed: AtomicU64,
+}
+
 fn new_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.into_iter())
 }
@@ -45,10 +69,15 @@ pub(crate) struct Metrics {
     request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     upstream_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     inflight: Gauge,
+    decisions: Family<DecisionLabels, Counter>,
+    store_errors: Family<StoreLabels, Counter>,
+    pub(crate) store_error_count: AtomicU64,
+    pub(crate) policies: HashMap<String, PolicyCounts>,
+    store_kind: &'static str,
 }
 
 impl Metrics {
-    fn new() -> Self {
+    fn new(config: &Config) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration =
@@ -80,12 +109,37 @@ impl Metrics {
             "Requests being served (until their response body ends)",
             inflight.clone(),
         );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "portcullis_ratelimit_decisions",
+            "Rate-limit decisions, by policy and outcome",
+            decisions.clone(),
+        );
+        let store_errors = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "portcullis_store_errors",
+            "Store calls that failed or timed out",
+            store_errors.clone(),
+        );
+        let policies = config
+            .policy
+            .iter()
+            .map(|p| (p.name.get_ref().clone(), PolicyCounts::default()))
+            .collect();
         Metrics {
             registry,
             requests,
             request_duration,
             upstream_duration,
             inflight,
+            decisions,
+            store_errors,
+            store_error_count: AtomicU64::new(0),
+            policies,
+            store_kind: match config.store.kind.get_ref() {
+                StoreKind::Memory => "memory",
+                StoreKind::Redis => "redis",
+            },
         }
     }
 
@@ -194,8 +248,17 @@ pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128, redactor: &
             Value::String(redactor.replace(&c.to_string()))
         }),
     );
-    m.insert("policy".into(), Value::Null);
-    m.insert("decision".into(), Value::Null);
+    m.insert(
+        "policy".into(),
+        r.policy
+            .as_deref()
+            .map_or(Value::Null, |p| Value::String(p.to_owned())),
+    );
+    m.insert(
+        "decision".into(),
+        r.decision
+            .map_or(Value::Null, |d| Value::String(d.to_owned())),
+    );
     m.insert("bytes_out".into(), Value::from(r.bytes_out));
     m.insert(
         "duration_ms".into(),
@@ -260,7 +323,7 @@ pub(crate) struct Telemetry {
 impl Telemetry {
     pub(crate) fn new(config: &Config) -> Self {
         Telemetry {
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::new(config)),
             access_log: config.log.access_log.then(|| Arc::new(AccessLog::start())),
             redactor: Arc::new(redactor(config)),
         }
@@ -305,6 +368,38 @@ impl ObserveHook for Telemetry {
             let line = access_log_value(&record, now, &self.redactor).to_string();
             let _ = log.tx.send(LogMessage::Line(line));
         }
+    }
+}
+
+impl DecisionHook for Telemetry {
+    fn on_decision(&self, policy: &str, outcome: Outcome) {
+        let m = &self.metrics;
+        m.decisions
+            .get_or_create(&DecisionLabels {
+                policy: policy.to_owned(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        if let Some(c) = m.policies.get(policy) {
+            let counter = match outcome {
+                Outcome::Allowed => &c.allowed,
+                Outcome::Limited => &c.limited,
+                Outcome::ShadowLimited => &c.shadow_limited,
+                Outcome::Bypassed => &c.bypassed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_store_error(&self, error: &StoreError) {
+        let m = &self.metrics;
+        m.store_error_count.fetch_add(1, Ordering::Relaxed);
+        m.store_errors
+            .get_or_create(&StoreLabels {
+                store: m.store_kind,
+            })
+            .inc();
+        tracing::warn!(error = %error, "rate-limit store call failed");
     }
 }
 

@@ -1,5 +1,6 @@
 //! Rendering of the response-header contract: request ids, latency, security headers.
 
+pub mod ratelimit;
 mod security;
 
 pub use security::SecurityHeaders;

@@ -101,8 +101,8 @@ async fn reset_forgets_a_bucket() {
     let clock = ManualClock::new(T0);
     let store = Arc::new(MemoryStore::new(1000, clock));
     let c = check(7, 1, 1);
-    assert!(store.decide(&[c]).await.unwrap()[0].allowed);
-    assert!(!store.decide(&[c]).await.unwrap()[0].allowed);
+    assert!(store.decide(&[c]).await.unwrap().decisions[0].allowed);
+    assert!(!store.decide(&[c]).await.unwrap().decisions[0].allowed);
     store.reset(c.key).await.unwrap();
-    assert!(store.decide(&[c]).await.unwrap()[0].allowed);
+    assert!(store.decide(&[c]).await.unwrap().decisions[0].allowed);
 }

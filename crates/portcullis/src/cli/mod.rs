@@ -76,6 +76,13 @@ pub(crate) fn main() -> ExitCode {
 /// Reads the configuration the way every subcommand does, with the process environment
 /// as the source of overrides. Returns it with the name of where it came from.
 pub(crate) fn load_config(path: Option<&Path>) -> Result<(Config, String), Failure> {
+    load_config_with_text(path).map(|(c, origin, _)| (c, origin))
+}
+
+/// [`load_config`], also returning the file's text (for `check`'s warnings).
+pub(crate) fn load_config_with_text(
+    path: Option<&Path>,
+) -> Result<(Config, String, Option<String>), Failure> {
     let default = Path::new("portcullis.toml");
     let path = path.or_else(|| default.exists().then_some(default));
     let (origin, text) = match path {
@@ -89,7 +96,7 @@ pub(crate) fn load_config(path: Option<&Path>) -> Result<(Config, String), Failu
     };
     let config = portcullis_core::config::load(&origin, text.as_deref(), std::env::vars())
         .map_err(|d: Diagnostic| Failure::Config(d.to_string()))?;
-    Ok((config, origin))
+    Ok((config, origin, text))
 }
 
 /// Diagnostics go to stderr, as JSON lines unless `[log] format = "pretty"`.

@@ -230,6 +230,8 @@ pub(crate) async fn answer_rejection(
         duration: r.started.elapsed(),
         client: Some(portcullis_core::identity::canonical_ip(peer.ip())),
         bytes_out: body.len() as u64,
+        policy: None,
+        decision: None,
     });
     let mut sink = [0u8; 8192];
     let mut drained = 0usize;
