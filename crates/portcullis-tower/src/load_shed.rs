@@ -6,11 +6,13 @@
 //! `tower::limit::ConcurrencyLimit`, which waits for a slot, an overloaded gateway
 //! should say so at once and let clients back off.
 
+use crate::observe::MatchedRoute;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use portcullis_core::problem::Problem;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,20 +20,56 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tower::{Layer, Service};
 
-/// Sheds load above `max` concurrent requests (0 = unlimited).
+/// A concurrency limit and its current count.
+#[derive(Debug)]
+struct Limit {
+    max: u64,
+    current: AtomicU64,
+}
+
+impl Limit {
+    fn new(max: u64) -> Arc<Self> {
+        Arc::new(Limit {
+            max,
+            current: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes a slot, or `None` when the limit is reached.
+    fn acquire(self: &Arc<Self>) -> Option<Slot> {
+        let previous = self.current.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(Some(self.clone()));
+        (previous < self.max).then_some(slot)
+    }
+}
+
+/// Sheds load above `max` concurrent requests (0 = unlimited), in total and per route.
 #[derive(Debug, Clone)]
 pub struct LoadShedLayer {
-    max: u64,
-    current: Arc<AtomicU64>,
+    global: Option<Arc<Limit>>,
+    routes: Arc<HashMap<Arc<str>, Arc<Limit>>>,
 }
 
 impl LoadShedLayer {
     /// At most `max` requests at once; 0 disables the limit.
     pub fn new(max: u64) -> Self {
         LoadShedLayer {
-            max,
-            current: Arc::new(AtomicU64::new(0)),
+            global: (max > 0).then(|| Limit::new(max)),
+            routes: Arc::new(HashMap::new()),
         }
+    }
+
+    /// Adds per-route limits, by route pattern (the [`MatchedRoute`] request extension
+    /// an outer routing layer sets); 0 means unlimited.
+    pub fn with_routes(mut self, routes: impl IntoIterator<Item = (Arc<str>, u64)>) -> Self {
+        self.routes = Arc::new(
+            routes
+                .into_iter()
+                .filter(|(_, max)| *max > 0)
+                .map(|(route, max)| (route, Limit::new(max)))
+                .collect(),
+        );
+        self
     }
 }
 
@@ -40,8 +78,8 @@ impl<S> Layer<S> for LoadShedLayer {
     fn layer(&self, inner: S) -> Self::Service {
         LoadShed {
             inner,
-            max: self.max,
-            current: self.current.clone(),
+            global: self.global.clone(),
+            routes: self.routes.clone(),
         }
     }
 }
@@ -50,20 +88,32 @@ impl<S> Layer<S> for LoadShedLayer {
 #[derive(Debug, Clone)]
 pub struct LoadShed<S> {
     inner: S,
-    max: u64,
-    current: Arc<AtomicU64>,
+    global: Option<Arc<Limit>>,
+    routes: Arc<HashMap<Arc<str>, Arc<Limit>>>,
 }
 
 /// Holds one slot until dropped.
 #[derive(Debug)]
-pub struct Slot(Option<Arc<AtomicU64>>);
+pub struct Slot(Option<Arc<Limit>>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            c.fetch_sub(1, Ordering::AcqRel);
+        if let Some(l) = self.0.take() {
+            l.current.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
+
+/// The slots a request holds (global and route).
+#[derive(Debug, Default)]
+pub struct Slots(Vec<Slot>);
+
+fn overloaded<RB: From<Bytes>, B>(req: &Request<B>, what: String) -> Response<RB> {
+    let problem = Problem::new(503, "overloaded", format!("{what}; retry shortly"));
+    let mut res: Response<RB> = crate::problem::for_request(req, problem);
+    res.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
 }
 
 impl<S, B, RB> Service<Request<B>> for LoadShed<S>
@@ -80,31 +130,33 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.max == 0 {
-            return LoadShedFuture::Inner {
-                inner: self.inner.call(req),
-                slot: Some(Slot(None)),
-            };
+        let mut slots = Slots::default();
+        if let Some(global) = &self.global {
+            match global.acquire() {
+                Some(slot) => slots.0.push(slot),
+                None => {
+                    let what = format!("more than {} requests in flight", global.max);
+                    return LoadShedFuture::Shed {
+                        response: Some(overloaded(&req, what)),
+                    };
+                }
+            }
         }
-        let previous = self.current.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(Some(self.current.clone()));
-        if previous >= self.max {
-            drop(slot);
-            let problem = Problem::new(
-                503,
-                "overloaded",
-                format!("more than {} requests in flight; retry shortly", self.max),
-            );
-            let mut res: Response<RB> = crate::problem::for_request(&req, problem);
-            res.headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return LoadShedFuture::Shed {
-                response: Some(res),
-            };
+        let route = req.extensions().get::<MatchedRoute>();
+        if let Some(limit) = route.and_then(|r| self.routes.get(&r.0)) {
+            match limit.acquire() {
+                Some(slot) => slots.0.push(slot),
+                None => {
+                    let what = format!("more than {} requests in flight on this route", limit.max);
+                    return LoadShedFuture::Shed {
+                        response: Some(overloaded(&req, what)),
+                    };
+                }
+            }
         }
         LoadShedFuture::Inner {
             inner: self.inner.call(req),
-            slot: Some(slot),
+            slot: Some(slots),
         }
     }
 }
@@ -114,7 +166,7 @@ pin_project! {
     #[project = LoadShedProj]
     #[allow(missing_docs)]
     pub enum LoadShedFuture<F, RB> {
-        Inner { #[pin] inner: F, slot: Option<Slot> },
+        Inner { #[pin] inner: F, slot: Option<Slots> },
         Shed { response: Option<Response<RB>> },
     }
 }
@@ -144,7 +196,7 @@ pin_project! {
     pub struct SlotBody<B> {
         #[pin]
         inner: B,
-        slot: Option<Slot>,
+        slot: Option<Slots>,
     }
 }
 

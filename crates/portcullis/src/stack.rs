@@ -83,7 +83,14 @@ pub(crate) fn build(
         .layer(LatencyLayer::new(latency))
         .layer(security_layer)
         .layer(RateLimitLayer::new(limiter))
-        .layer(LoadShedLayer::new(server.max_inflight))
+        .layer(
+            LoadShedLayer::new(server.max_inflight).with_routes(
+                config
+                    .route
+                    .iter()
+                    .map(|r| (Arc::from(r.path.get_ref().as_str()), r.max_inflight)),
+            ),
+        )
         .layer(BodyLimitLayer::new(server.max_body_bytes))
         .service(proxy);
     Ok(GatewayService {

@@ -265,3 +265,39 @@ async fn slow_upstream_is_504() {
     assert_eq!(r.status, 200);
     assert_still_serves(&gw).await;
 }
+
+/// `[server] max_inflight` and `[[route]] max_inflight`: above them, 503 problem+json
+/// with Retry-After at once, and the slot frees when the response ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflight_limits_shed_load_with_503() {
+    let up = Upstream::start().await;
+    let policies = "[[policy]]\nname = \"p\"\nlimit = 1000\nwindow = \"1m\"\n\n\
+                    [[route]]\npath = \"/slow\"\npolicies = [\"p\"]\nmax_inflight = 1\n";
+    let gw = Gateway::start(&config(&up.url(), "max_inflight = 3", policies)).await;
+    let addr = gw.addr;
+    // Route limit: one slow request holds the route's only slot.
+    let slow = tokio::spawn(async move { get(addr, "/slow?ms=1500").await });
+    up.wait_seen("/slow").await;
+    let r = get(gw.addr, "/slow?ms=10").await;
+    let p = assert_problem(&r, 503, "overloaded");
+    assert_eq!(r.header("retry-after"), Some("1"), "{p}");
+    // Other routes still have room under the global limit of 3.
+    assert_eq!(get(gw.addr, "/echo/other").await.status, 200);
+    assert_eq!(slow.await.unwrap().status, 200);
+    // The slot is free again once the slow response has ended.
+    assert_eq!(get(gw.addr, "/slow?ms=10").await.status, 200);
+    assert_still_serves(&gw).await;
+    // Global limit: a gateway without routes, two slow requests fill it, a third is shed.
+    let gw2 = Gateway::start(&config(&up.url(), "max_inflight = 2", "")).await;
+    let addr2 = gw2.addr;
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get(addr2, "/slow?ms=1500").await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = get(gw2.addr, "/echo/x").await;
+    assert_problem(&r, 503, "overloaded");
+    for h in held {
+        assert_eq!(h.await.unwrap().status, 200);
+    }
+    assert_still_serves(&gw2).await;
+}

@@ -96,6 +96,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.limiter.clone();
         let plan = limiter.plan(&req);
+        let mut req = req;
+        if let Some(route) = plan.route() {
+            // Inner layers (per-route load shedding) key on the matched route too.
+            req.extensions_mut().insert(MatchedRoute(route));
+        }
         Box::pin(async move {
             let (verdict, route) = limiter.execute(plan).await;
             let mut summary = RateLimitSummary {

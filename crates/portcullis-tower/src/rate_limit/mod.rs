@@ -154,6 +154,13 @@ pub struct Plan {
     work: Work,
 }
 
+impl Plan {
+    /// The matched route's pattern.
+    pub fn route(&self) -> Option<Arc<str>> {
+        self.route.clone()
+    }
+}
+
 #[derive(Debug)]
 enum Work {
     Done(Verdict),
