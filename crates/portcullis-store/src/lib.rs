@@ -6,9 +6,12 @@
 //! [`portcullis_core::limit::decide`]; stores only keep state and supply the clock.
 //!
 //! - [`memory::MemoryStore`]: embedded, sharded, bounded by `max_keys`.
+//! - `redis::RedisStore` (feature `redis`): shared by every gateway instance.
 
 pub mod clock;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use portcullis_core::limit::{Algorithm, Decision, Quota};
 use std::future::Future;

@@ -10,6 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use portcullis_core::config::StoreOnError;
 use portcullis_core::identity::{client_key, identify, ForwardingHeaders, TrustedProxies};
 use portcullis_core::limit::{Algorithm, Decision};
 use portcullis_core::problem::Problem;
@@ -175,12 +176,22 @@ async fn readyz(state: &AdminState) -> AdminResponse {
     } else {
         state.health.probe().await
     };
-    if reachable {
+    let mut reasons = Vec::new();
+    if !reachable {
+        reasons.push(format!("upstream {} is unreachable", state.upstream_url));
+    }
+    // With `local` or `allow` the gateway still serves while the store is down.
+    if let Some((h, StoreOnError::Deny)) = state.limiter.store.redis_health() {
+        if h.down {
+            reasons.push("store unreachable".to_owned());
+        }
+    }
+    if reasons.is_empty() {
         json_response(StatusCode::OK, json!({"status": "ready"}))
     } else {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "unready", "reasons": [format!("upstream {} is unreachable", state.upstream_url)]}),
+            json!({"status": "unready", "reasons": reasons}),
         )
     }
 }
@@ -203,18 +214,27 @@ fn health(state: &AdminState) -> AdminResponse {
             }),
         );
     }
+    let store = &state.limiter.store;
+    let (reachable, down, fallback) = match store.redis_health() {
+        None => (true, false, false),
+        Some((h, on_error)) => (
+            h.reachable,
+            h.down,
+            h.down && on_error == StoreOnError::Local,
+        ),
+    };
     json_response(
         StatusCode::OK,
         json!({
-            "status": "ok",
+            "status": if down { "degraded" } else { "ok" },
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": state.started.elapsed().as_secs(),
             "store": {
-                "kind": "memory",
-                "reachable": true,
-                "fallback_active": false,
+                "kind": store.kind(),
+                "reachable": reachable,
+                "fallback_active": fallback,
                 "errors": metrics.store_error_count.load(Ordering::Relaxed),
-                "keys": state.limiter.store.key_count(),
+                "keys": store.key_count(),
             },
             "upstream": {"url": state.upstream_url, "reachable": state.health.is_reachable(), "circuit": "closed"},
             "policies": policies,

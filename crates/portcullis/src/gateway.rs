@@ -68,7 +68,7 @@ impl Bound {
         let upstream = &config.server.upstream;
         let health = UpstreamHealth::new(upstream.host.clone(), upstream.port);
         let telemetry = Telemetry::new(&config);
-        let limiter = limits::build(&config, telemetry.clone());
+        let limiter = limits::build(&config, telemetry.clone()).await?;
         let service = stack::build(&config, telemetry.clone(), health.clone(), limiter.clone())?;
         let prober = tokio::spawn(health.clone().run_prober());
         let sweeper = tokio::spawn(limits::sweep(limiter.store.clone()));

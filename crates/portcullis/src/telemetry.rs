@@ -3,6 +3,7 @@
 
 use portcullis_core::config::{Config, Redaction, StoreKind};
 use portcullis_core::redact::Redactor;
+use portcullis_store::redis::RedisObserver;
 use portcullis_store::StoreError;
 use portcullis_tower::observe::{ObserveHook, RequestRecord};
 use portcullis_tower::rate_limit::{DecisionHook, Outcome};
@@ -71,6 +72,8 @@ pub(crate) struct Metrics {
     inflight: Gauge,
     decisions: Family<DecisionLabels, Counter>,
     store_errors: Family<StoreLabels, Counter>,
+    store_duration: Histogram,
+    fallback_active: Gauge,
     pub(crate) store_error_count: AtomicU64,
     pub(crate) policies: HashMap<String, PolicyCounts>,
     store_kind: &'static str,
@@ -121,6 +124,23 @@ impl Metrics {
             "Store calls that failed or timed out",
             store_errors.clone(),
         );
+        let store_duration = Histogram::new(
+            [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]
+            .into_iter(),
+        );
+        registry.register(
+            "portcullis_store_duration_seconds",
+            "Duration of rate-limit store calls",
+            store_duration.clone(),
+        );
+        let fallback_active = Gauge::default();
+        registry.register(
+            "portcullis_store_fallback_active",
+            "1 while the store is down and decisions follow [store] on_error",
+            fallback_active.clone(),
+        );
         let policies = config
             .policy
             .iter()
@@ -134,6 +154,8 @@ impl Metrics {
             inflight,
             decisions,
             store_errors,
+            store_duration,
+            fallback_active,
             store_error_count: AtomicU64::new(0),
             policies,
             store_kind: match config.store.kind.get_ref() {
@@ -392,14 +414,32 @@ impl DecisionHook for Telemetry {
     }
 
     fn on_store_error(&self, error: &StoreError) {
+        // The call itself was counted by `on_call`; this is the decision path giving up.
+        tracing::debug!(error = %error, "no store decision; following on_error");
+    }
+}
+
+impl RedisObserver for Telemetry {
+    fn on_call(&self, duration: std::time::Duration, ok: bool) {
         let m = &self.metrics;
-        m.store_error_count.fetch_add(1, Ordering::Relaxed);
-        m.store_errors
-            .get_or_create(&StoreLabels {
-                store: m.store_kind,
-            })
-            .inc();
-        tracing::warn!(error = %error, "rate-limit store call failed");
+        m.store_duration.observe(duration.as_secs_f64());
+        if !ok {
+            m.store_error_count.fetch_add(1, Ordering::Relaxed);
+            m.store_errors
+                .get_or_create(&StoreLabels {
+                    store: m.store_kind,
+                })
+                .inc();
+        }
+    }
+
+    fn on_down(&self, down: bool) {
+        self.metrics.fallback_active.set(i64::from(down));
+        if down {
+            tracing::warn!("rate-limit store is down: decisions follow [store] on_error until it answers again");
+        } else {
+            tracing::info!("rate-limit store is reachable again");
+        }
     }
 }
 

@@ -237,6 +237,16 @@ fn assert_no_rl_headers(r: &Reply, why: &str) {
 /// example, Retry-After, RateLimit t, header contract). Returns Retry-After, the
 /// problem and the rate-limit headers.
 fn assert_limited(r: &Reply, instance: &str, policy: &str) -> (u64, Value, Rl) {
+    assert_limited_v(r, instance, policy, Some(&[policy]))
+}
+
+/// [`assert_limited`] with `violated-policies` checked against `violated` when given.
+fn assert_limited_v(
+    r: &Reply,
+    instance: &str,
+    policy: &str,
+    violated: Option<&[&str]>,
+) -> (u64, Value, Rl) {
     assert_eq!(
         r.status,
         429,
@@ -293,7 +303,9 @@ fn assert_limited(r: &Reply, instance: &str, policy: &str) -> (u64, Value, Rl) {
         Some(r.request_id().as_str()),
         "problem request_id equals X-Request-ID: {p}"
     );
-    assert_eq!(p["violated-policies"], json!([policy]), "{p}");
+    if let Some(v) = violated {
+        assert_eq!(p["violated-policies"], json!(v), "{p}");
+    }
     assert_eq!(p["policy"], policy, "{p}");
     assert_eq!(
         p["retry_after"],
@@ -687,9 +699,28 @@ async fn n_plus_five(alg: &str) {
         "{alg}: /health policies: {hj}"
     );
     assert_eq!(hj["policies"][&name]["limited"], 5, "{alg}: /health: {hj}");
+    let st = &hj["store"];
+    assert_eq!(st["kind"], "memory", "{alg}: /health store: {hj}");
+    assert_eq!(st["reachable"], true, "{hj}");
+    assert_eq!(st["fallback_active"], false, "{hj}");
+    assert_eq!(st["errors"], 0, "{hj}");
+    assert!(
+        st["keys"].as_u64().is_some_and(|k| k >= 1),
+        "the memory store holds the client's key: {hj}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "portcullis_requests_total",
+            &[("route", "/echo/*"), ("status", "429")]
+        ),
+        Some(5.0),
+        "{alg}: requests_total labelled with the route pattern:\n{m}"
+    );
     let line = gw.wait_log(&last_429_id.unwrap()).await;
     assert_log_members(&line);
     assert_eq!(line["status"], 429, "{line}");
+    assert_eq!(line["route"], "/echo/*", "{line}");
     assert_eq!(
         line["policy"],
         name.as_str(),
@@ -978,7 +1009,8 @@ async fn overrides_give_a_key_its_own_limit() {
             "ws",
             2,
             "1m",
-            "key = [\"header:X-Workspace-Id\"]\noverrides = [ { key = \"ws-big\", limit = 5 } ]",
+            "key = [\"header:X-Workspace-Id\"]\n\
+             overrides = [ { key = \"ws-big\", limit = 5 }, { key = \"ws-burst\", limit = 3, burst = 2 } ]",
         ) + &route("/echo/*", &["ws"], "");
         let (_up, gw) = start("", &rest).await;
         let big = [("x-workspace-id", "ws-big")];
@@ -1000,6 +1032,15 @@ async fn overrides_give_a_key_its_own_limit() {
             assert_eq!(h.limit, 2);
         }
         let r = get_h(gw.addr, "/echo/o", &small).await;
+        assert_limited(&r, "/echo/o", "ws");
+        let bursty = [("x-workspace-id", "ws-burst")];
+        for i in 0..5u64 {
+            let r = get_h(gw.addr, "/echo/o", &bursty).await;
+            assert_allowed(&r, &format!("ws-burst request {}", i + 1));
+            let h = rl(&r);
+            assert_eq!((h.limit, h.remaining), (3, 4 - i), "override with burst");
+        }
+        let r = get_h(gw.addr, "/echo/o", &bursty).await;
         assert_limited(&r, "/echo/o", "ws");
     })
     .await;
@@ -1369,6 +1410,10 @@ async fn admin_limits_get_and_delete() {
         assert_eq!(rl(&r).remaining, 2);
         assert_eq!(limits(&gw, "default", "127.0.0.1").await["remaining"], 2);
 
+        let fresh = limits(&gw, "default", "198.51.100.77").await;
+        assert_eq!(fresh["remaining"], 3, "a key never seen is full: {fresh}");
+        assert_eq!(fresh["limited"], false, "{fresh}");
+
         let r = admin_call(
             &gw,
             "GET",
@@ -1435,6 +1480,15 @@ async fn admin_explain_shows_identity_route_and_policies() {
             explain_policy(&e, "auth")["store_key"],
             "the store key hashes the policy name too: {e}"
         );
+
+        // `Forwarded: for=` from the trusted proxy.
+        let e = explain(
+            &gw,
+            "method=GET&path=/api/x&peer=10.1.2.3",
+            &[("forwarded", "for=203.0.113.9;proto=http, for=10.7.7.7")],
+        )
+        .await;
+        assert_eq!(e["client"]["ip"], "203.0.113.9", "Forwarded: for=: {e}");
 
         // With https from the trusted proxy.
         let e = explain(
@@ -1510,6 +1564,42 @@ async fn ipv6_clients_are_keyed_by_their_64_prefix() {
         }
         let e = explain(&gw, "method=GET&path=/echo/x&peer=2001:db8:1:3::1", &[]).await;
         assert_eq!(explain_policy(&e, "default")["key"], "2001:db8:1:3::/64", "{e}");
+
+        // Through a trusted proxy, and with another ipv6_prefix.
+        let gw48 = Gateway::start_with_env(
+            &config(
+                &up.url(),
+                "trusted_proxies = [\"10.0.0.0/8\"]\nipv6_prefix = 48",
+                &policy("default", 2, "1m", ""),
+            ),
+            &[("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)],
+        )
+        .await;
+        let e = explain(
+            &gw48,
+            "method=GET&path=/echo/x&peer=10.0.0.1",
+            &[("x-forwarded-for", "2001:db8:1:2:aaaa::1")],
+        )
+        .await;
+        assert_eq!(e["client"]["ip"], "2001:db8:1:2:aaaa::1", "{e}");
+        assert_eq!(
+            explain_policy(&e, "default")["key"],
+            "2001:db8:1::/48",
+            "ipv6_prefix = 48: {e}"
+        );
+        let e = explain(
+            &gw48,
+            "method=GET&path=/echo/x&peer=10.0.0.1",
+            &[("forwarded", "for=\"[2001:db8:5:6::9]:4711\"")],
+        )
+        .await;
+        assert_eq!(
+            explain_policy(&e, "default")["key"],
+            "2001:db8:5::/48",
+            "Forwarded: for=\"[v6]:port\": {e}"
+        );
+        let e = explain(&gw48, "method=GET&path=/echo/x&peer=203.0.113.5", &[]).await;
+        assert_eq!(explain_policy(&e, "default")["key"], "203.0.113.5", "{e}");
 
         if v6 {
             assert!(gw.addr.is_ipv6(), "listening on {}", gw.addr);
@@ -1596,6 +1686,267 @@ async fn check_reports_unknown_policies_and_shadowed_routes() {
             stdout.lines().any(|l| l.trim() == "unmatched -> default"),
             "the unmatched line on stdout: {stdout}"
         );
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// More of "Keys and limits, exactly": burst, key forms, methods, h2c, several
+// policies denying at once, header modes
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_adds_to_a_fresh_key_for_every_algorithm() {
+    bounded(async {
+        let algs = ["gcra", "sliding_window", "fixed_window"];
+        let mut rest = String::new();
+        for alg in algs {
+            rest += &policy(
+                &format!("b_{alg}"),
+                3,
+                "1m",
+                &format!("burst = 2\nalgorithm = \"{alg}\""),
+            );
+            rest += &route(&format!("/echo/{alg}/*"), &[&format!("b_{alg}")], "");
+        }
+        let (_up, gw) = start("", &rest).await;
+        avoid_window_edge(60, 10.0).await;
+        for alg in algs {
+            let name = format!("b_{alg}");
+            let path = format!("/echo/{alg}/x");
+            for i in 0..5u64 {
+                let r = get(gw.addr, &path).await;
+                assert_allowed(&r, &format!("{alg} with burst, request {}", i + 1));
+                let h = rl(&r);
+                assert_eq!(h.limit, 3, "{alg}: X-RateLimit-Limit is the limit");
+                assert_eq!(
+                    h.remaining,
+                    4 - i,
+                    "{alg}: remaining counts the burst too (limit 3 + burst 2)"
+                );
+                let p = h.policy_item(&name);
+                assert_eq!((p.int("q"), p.int("w")), (3, 60), "{alg}: q is the limit");
+                assert_eq!(h.state_item(&name).int("r"), 4 - i, "{alg}: r counts burst");
+            }
+            let r = get(gw.addr, &path).await;
+            assert_limited(&r, &path, &name);
+            let l = limits(&gw, &name, "127.0.0.1").await;
+            assert_eq!(l["burst"], 2, "{l}");
+            assert_eq!(l["remaining"], 0, "{l}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_forms_combined_query_route_global() {
+    bounded(async {
+        let rest = policy(
+            "combo",
+            2,
+            "1m",
+            "key = [\"header:X-Workspace-Id\", \"ip\"]\n\
+             overrides = [ { key = \"ws-42|203.0.113.7\", limit = 4 } ]",
+        ) + &route("/echo/combo/*", &["combo"], "")
+            + &policy("q", 2, "1m", "key = [\"query:tenant\"]")
+            + &route("/echo/q/*", &["q"], "")
+            + &policy("rt", 2, "1m", "key = [\"route\"]")
+            + &route("/echo/rt/*", &["rt"], "")
+            + &policy("g", 2, "1m", "key = [\"global\"]")
+            + &route("/echo/g/*", &["g"], "");
+        let (_up, gw) = start("trusted_proxies = [\"127.0.0.0/8\"]", &rest).await;
+
+        // combined: `ws-42|203.0.113.7`, with an override in that form
+        let a = [
+            ("x-workspace-id", "ws-42"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ];
+        allow_n(&gw, "/echo/combo/x", &a, 4, "ws-42 from A (override 4)").await;
+        let r = get_h(gw.addr, "/echo/combo/x", &a).await;
+        assert_limited(&r, "/echo/combo/x", "combo");
+        let b = [
+            ("x-workspace-id", "ws-42"),
+            ("x-forwarded-for", "198.51.100.1"),
+        ];
+        let r = get_h(gw.addr, "/echo/combo/x", &b).await;
+        assert_allowed(&r, "ws-42 from B is another key");
+        assert_eq!((rl(&r).limit, rl(&r).remaining), (2, 1));
+        let l = limits(&gw, "combo", "ws-42%7C203.0.113.7").await;
+        assert_eq!(l["remaining"], 0, "{l}");
+        let e = explain(
+            &gw,
+            "method=GET&path=/echo/combo/x&peer=127.0.0.1",
+            &[
+                ("x-workspace-id", "ws-42"),
+                ("x-forwarded-for", "203.0.113.7"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            explain_policy(&e, "combo")["key"],
+            "ws-42|203.0.113.7",
+            "{e}"
+        );
+        assert_eq!(explain_policy(&e, "combo")["limit"], 4, "the override: {e}");
+
+        // query:tenant
+        allow_n(&gw, "/echo/q/x?tenant=t1", &[], 2, "tenant t1").await;
+        let r = get(gw.addr, "/echo/q/x?tenant=t1").await;
+        assert_limited(&r, "/echo/q/x", "q");
+        let r = get(gw.addr, "/echo/q/x?tenant=t2").await;
+        assert_allowed(&r, "tenant t2 is another key");
+        assert_eq!(limits(&gw, "q", "t1").await["remaining"], 0);
+        assert_eq!(limits(&gw, "q", "t2").await["remaining"], 1);
+
+        // route: every client of the route shares one bucket
+        for ip in ["203.0.113.1", "203.0.113.2"] {
+            let r = get_h(gw.addr, "/echo/rt/a", &[("x-forwarded-for", ip)]).await;
+            assert_allowed(&r, "route key");
+        }
+        let r = get_h(gw.addr, "/echo/rt/b", &[("x-forwarded-for", "203.0.113.3")]).await;
+        assert_limited(&r, "/echo/rt/b", "rt");
+        assert_eq!(limits(&gw, "rt", "/echo/rt/*").await["remaining"], 0);
+
+        // global: the empty key, shared by everyone
+        for ip in ["203.0.113.1", "203.0.113.2"] {
+            let r = get_h(gw.addr, "/echo/g/a", &[("x-forwarded-for", ip)]).await;
+            assert_allowed(&r, "global key");
+        }
+        let r = get_h(gw.addr, "/echo/g/b", &[("x-forwarded-for", "203.0.113.3")]).await;
+        assert_limited(&r, "/echo/g/b", "g");
+        let e = explain(&gw, "method=GET&path=/echo/g/c&peer=198.51.100.7", &[]).await;
+        assert_eq!(
+            explain_policy(&e, "g")["key"],
+            "",
+            "global is the empty key: {e}"
+        );
+        assert_eq!(explain_policy(&e, "g")["remaining"], 0, "{e}");
+        assert_eq!(limits(&gw, "g", "").await["remaining"], 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_methods_select_the_policies() {
+    bounded(async {
+        let rest = policy("default", 100, "1m", "")
+            + &policy("auth", 2, "1m", "")
+            + &route("/echo/auth/*", &["auth"], "methods = [\"POST\"]");
+        let (_up, gw) = start("", &rest).await;
+        for _ in 0..3 {
+            let r = get(gw.addr, "/echo/auth/login").await;
+            assert_allowed(&r, "GET does not match a POST route");
+            assert_eq!(rl(&r).names(), vec!["default"], "{:?}", r.headers);
+        }
+        for i in 0..2u64 {
+            let r = h1(gw.addr, "POST", "/echo/auth/login", &[], "x").await;
+            assert_allowed(&r, "POST");
+            let h = rl(&r);
+            assert_eq!(h.names(), vec!["auth"], "{:?}", r.headers);
+            assert_eq!(h.remaining, 1 - i);
+        }
+        let r = h1(gw.addr, "POST", "/echo/auth/login", &[], "x").await;
+        assert_limited(&r, "/echo/auth/login", "auth");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_over_h2c_too() {
+    bounded(async {
+        let (_up, gw) = start("", &policy("default", 2, "1m", "")).await;
+        let r = get(gw.addr, "/echo/x").await;
+        assert_allowed(&r, "h1");
+        let r = h2(gw.addr, "GET", "/echo/x", &[], "").await;
+        assert_allowed(&r, "h2c");
+        assert_eq!(rl(&r).remaining, 0, "h1 and h2c share the client's bucket");
+        let r = h2(gw.addr, "GET", "/echo/x", &[], "").await;
+        assert_limited(&r, "/echo/x", "default");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_denying_policies_report_the_longest_wait() {
+    bounded(async {
+        let rest = policy("slow", 2, "1m", "")
+            + &policy("fast", 2, "10s", "")
+            + &route("/echo/m/*", &["fast", "slow"], "");
+        let (_up, gw) = start("", &rest).await;
+        allow_n(&gw, "/echo/m/x", &[], 2, "both policies").await;
+        let before = now_f();
+        let r = get(gw.addr, "/echo/m/x").await;
+        // Both deny: `slow` waits 30 s for a unit, `fast` 5 s.
+        let (ra, p, h) = assert_limited_v(&r, "/echo/m/x", "slow", None);
+        let violated: BTreeSet<&str> = p["violated-policies"]
+            .as_array()
+            .unwrap_or_else(|| panic!("violated-policies is an array: {p}"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or(""))
+            .collect();
+        assert!(violated.contains("slow"), "{p}");
+        assert!(
+            violated.is_subset(&["slow", "fast"].into_iter().collect()),
+            "{p}"
+        );
+        assert!(
+            (29..=30).contains(&ra),
+            "Retry-After is the longest wait (30 s): {ra}"
+        );
+        assert!(
+            h.reset as f64 >= before + 50.0,
+            "X-RateLimit-Reset is the tightest (1m) policy's: {} (now {before})",
+            h.reset
+        );
+        assert!(
+            h.state_item("fast").int("t") <= 5,
+            "fast's own wait: {:?}",
+            r.headers
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_modes_legacy_ietf_none() {
+    bounded(async {
+        let legacy = [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ];
+        let ietf = ["ratelimit-policy", "ratelimit"];
+        for mode in ["legacy", "ietf", "none"] {
+            let rest =
+                format!("[headers]\nratelimit = \"{mode}\"\n\n") + &policy("default", 1, "1m", "");
+            let (_up, gw) = start("", &rest).await;
+            let r = get(gw.addr, "/echo/x").await;
+            assert_allowed(&r, mode);
+            let r2 = get(gw.addr, "/echo/x").await;
+            assert_eq!(r2.status, 429, "{mode}: {}", r2.text());
+            let ra = uint(&r2, "retry-after");
+            assert!(ra >= 1, "{mode}: Retry-After on every 429");
+            assert_eq!(r2.json()["retry_after"], ra, "{mode}: {}", r2.text());
+            assert_eq!(r2.json()["code"], "rate_limited");
+            for resp in [&r, &r2] {
+                for h in legacy {
+                    assert_eq!(
+                        resp.header(h).is_some(),
+                        matches!(mode, "legacy"),
+                        "{mode}: {h} in {:?}",
+                        resp.headers
+                    );
+                }
+                for h in ietf {
+                    assert_eq!(
+                        resp.header(h).is_some(),
+                        matches!(mode, "ietf"),
+                        "{mode}: {h} in {:?}",
+                        resp.headers
+                    );
+                }
+            }
+        }
     })
     .await;
 }

@@ -3,7 +3,6 @@
 
 use super::load::{line_column, Diagnostic};
 use super::model::Config;
-use super::policy::StoreKind;
 use std::collections::HashSet;
 use std::ops::Range;
 
@@ -12,12 +11,6 @@ pub type Warning = Diagnostic;
 
 /// The first cross-key error, with the span of the offending value.
 pub(crate) fn first_error(config: &Config) -> Option<(Range<usize>, String)> {
-    if *config.store.kind.get_ref() == StoreKind::Redis {
-        return Some((
-            config.store.kind.span(),
-            "store kind \"redis\" is not available in this build yet; use \"memory\"".into(),
-        ));
-    }
     let mut names = HashSet::new();
     for p in &config.policy {
         let name = p.name.get_ref();

@@ -1345,3 +1345,5 @@ pub(crate) fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> O
         .collect();
     (!matching.is_empty()).then(|| matching.iter().sum())
 }
+
+pub(crate) mod redis;
