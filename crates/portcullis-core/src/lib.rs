@@ -22,3 +22,5 @@ pub mod policy;
 pub mod problem;
 pub mod redact;
 pub mod route;
+pub mod slo;
+pub mod webhook;

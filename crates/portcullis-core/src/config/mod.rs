@@ -6,6 +6,7 @@
 
 mod load;
 mod model;
+mod observe;
 mod policy;
 mod validate;
 mod values;

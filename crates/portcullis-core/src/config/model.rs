@@ -1,5 +1,6 @@
 //! The sections of `portcullis.toml`. Defaults are SPEC's.
 
+pub use super::observe::{SloConfig, WebhookConfig, WebhookScheme};
 pub use super::policy::{
     BypassConfig, KeySource, OnMissingKey, OverrideConfig, PolicyConfig, PolicyMode, RouteConfig,
     StoreConfig, StoreKind, StoreOnError,
@@ -30,6 +31,10 @@ pub struct Config {
     pub policy: Vec<PolicyConfig>,
     /// `[[route]]`: which policies apply to which requests, first match wins.
     pub route: Vec<RouteConfig>,
+    /// `[[webhook]]`: signature verification at the edge.
+    pub webhook: Vec<WebhookConfig>,
+    /// `[[slo]]`: service level objectives.
+    pub slo: Vec<SloConfig>,
 }
 
 /// `[server]`.
