@@ -1,0 +1,4 @@
+#![no_main]
+//! See `portcullis_core_fuzz::stripe_signature`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| portcullis_core_fuzz::stripe_signature(data));
