@@ -12,7 +12,8 @@
 //! - [`limit`]: the rate-limit algorithms (GCRA, sliding window, fixed window).
 //! - [`headers`]: request-id acceptance, latency, `Server-Timing` and security headers.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
-//! - [`redact`]: what the access log may show of paths and clients.
+//! - [`redact`]: what logs may show: configured headers and query parameters, and values
+//!   that look like secrets or PII (e-mail, tokens, JWTs, Luhn-valid cards, AWS and API keys).
 
 pub mod config;
 pub mod headers;

@@ -331,7 +331,7 @@ fn redactor(config: &Config) -> Redactor {
             key
         }
     };
-    Redactor::new(log.redaction, &key, &log.redact_query)
+    Redactor::from_config(log, &key)
 }
 
 /// Metrics and access log, shared by every request.
@@ -387,7 +387,11 @@ impl ObserveHook for Telemetry {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
-            let line = access_log_value(&record, now, &self.redactor).to_string();
+            let mut line = access_log_value(&record, now, &self.redactor);
+            // Every string of the line passes the value detectors (tokens, e-mails,
+            // cards, keys) before it is written.
+            self.redactor.redact_json(&mut line);
+            let line = line.to_string();
             let _ = log.tx.send(LogMessage::Line(line));
         }
     }

@@ -1,4 +1,4 @@
-//! SLOs: good/total counts in time buckets, error budget and burn rates (SPEC "[[slo]]"),
+//! SLOs: good/total counts in time buckets, error budget and burn rates (SPEC `[[slo]]`),
 //! and the Prometheus rules and Grafana dashboard generated from them.
 //!
 //! # Example
