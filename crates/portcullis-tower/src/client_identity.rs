@@ -7,7 +7,7 @@
 //! ```
 //! use portcullis_core::identity::TrustedProxies;
 //! use portcullis_tower::ClientIdentityLayer;
-//! let layer = ClientIdentityLayer::new(TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]), 64);
+//! let layer = ClientIdentityLayer::new(TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]));
 //! # let _ = layer;
 //! ```
 
@@ -42,8 +42,9 @@ pub struct ClientIdentityLayer {
 }
 
 impl ClientIdentityLayer {
-    /// Believes forwarding headers only from `trusted` peers.
-    pub fn new(trusted: TrustedProxies, _ipv6_prefix: u8) -> Self {
+    /// Believes forwarding headers only from `trusted` peers. (IPv6 prefixes are a
+    /// keying concern: see the rate limiter's `ipv6_prefix`.)
+    pub fn new(trusted: TrustedProxies) -> Self {
         ClientIdentityLayer {
             trusted: Arc::new(trusted),
         }

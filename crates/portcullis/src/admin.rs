@@ -15,13 +15,12 @@ use portcullis_core::identity::{client_key, identify, ForwardingHeaders, Trusted
 use portcullis_core::limit::{Algorithm, Decision};
 use portcullis_core::problem::Problem;
 use portcullis_store::{Store, StoreKey};
-use portcullis_tower::rate_limit::constant_time_eq;
+use portcullis_tower::rate_limit::{constant_time_eq, Outcome};
 use portcullis_tower::{ClientInfo, RequestId};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -200,17 +199,14 @@ fn health(state: &AdminState) -> AdminResponse {
     let metrics = &state.telemetry.metrics;
     let mut policies = Map::new();
     for p in &state.limiter.policies.policies {
-        let c = metrics.policies.get(&*p.name);
-        let n = |f: fn(&crate::telemetry::PolicyCounts) -> &std::sync::atomic::AtomicU64| {
-            c.map_or(0, |c| f(c).load(Ordering::Relaxed))
-        };
+        let n = |o| metrics.decisions_of(&p.name, o);
         policies.insert(
             p.name.to_string(),
             json!({
-                "allowed": n(|c| &c.allowed),
-                "limited": n(|c| &c.limited),
-                "shadow_limited": n(|c| &c.shadow_limited),
-                "bypassed": n(|c| &c.bypassed),
+                "allowed": n(Outcome::Allowed),
+                "limited": n(Outcome::Limited),
+                "shadow_limited": n(Outcome::ShadowLimited),
+                "bypassed": n(Outcome::Bypassed),
             }),
         );
     }
@@ -233,7 +229,7 @@ fn health(state: &AdminState) -> AdminResponse {
                 "kind": store.kind(),
                 "reachable": reachable,
                 "fallback_active": fallback,
-                "errors": metrics.store_error_count.load(Ordering::Relaxed),
+                "errors": metrics.store_errors(),
                 "keys": store.key_count(),
             },
             "upstream": {"url": state.upstream_url, "reachable": state.health.is_reachable(), "circuit": "closed"},

@@ -74,7 +74,7 @@ pub(crate) fn build(
     let trusted = TrustedProxies::new(server.trusted_proxies.iter().map(|c| c.0).collect());
     let latency = config.headers.latency;
     let stack = ServiceBuilder::new()
-        .layer(ClientIdentityLayer::new(trusted, server.ipv6_prefix))
+        .layer(ClientIdentityLayer::new(trusted))
         .layer(RequestIdLayer::new(
             config.headers.accept_request_id,
             config.headers.request_id,

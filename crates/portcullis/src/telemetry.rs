@@ -14,9 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -50,15 +48,6 @@ struct StoreLabels {
     store: &'static str,
 }
 
-/// Per-policy decision counts for `/health`.
-#[derive(Debug, Default)]
-pub(crate) struct PolicyCounts {
-    pub(crate) allowed: AtomicU64,
-    pub(crate) limited: AtomicU64,
-    pub(crate) shadow_limited: AtomicU64,
-    pub(crate) bypassed: AtomicU64,
-}
-
 fn new_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.into_iter())
 }
@@ -74,8 +63,6 @@ pub(crate) struct Metrics {
     store_errors: Family<StoreLabels, Counter>,
     store_duration: Histogram,
     fallback_active: Gauge,
-    pub(crate) store_error_count: AtomicU64,
-    pub(crate) policies: HashMap<String, PolicyCounts>,
     store_kind: &'static str,
 }
 
@@ -141,11 +128,6 @@ impl Metrics {
             "1 while the store is down and decisions follow [store] on_error",
             fallback_active.clone(),
         );
-        let policies = config
-            .policy
-            .iter()
-            .map(|p| (p.name.get_ref().clone(), PolicyCounts::default()))
-            .collect();
         Metrics {
             registry,
             requests,
@@ -156,13 +138,31 @@ impl Metrics {
             store_errors,
             store_duration,
             fallback_active,
-            store_error_count: AtomicU64::new(0),
-            policies,
             store_kind: match config.store.kind.get_ref() {
                 StoreKind::Memory => "memory",
                 StoreKind::Redis => "redis",
             },
         }
+    }
+
+    /// How many times `policy` decided `outcome` (the `/health` counts, read from the
+    /// same counter `/metrics` exports rather than kept twice).
+    pub(crate) fn decisions_of(&self, policy: &str, outcome: Outcome) -> u64 {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                policy: policy.to_owned(),
+                outcome: outcome.as_str(),
+            })
+            .get()
+    }
+
+    /// Failed or timed-out store calls (`store.errors` in `/health`).
+    pub(crate) fn store_errors(&self) -> u64 {
+        self.store_errors
+            .get_or_create(&StoreLabels {
+                store: self.store_kind,
+            })
+            .get()
     }
 
     /// The Prometheus text exposition.
@@ -252,7 +252,8 @@ pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128, redactor: &
         "route".into(),
         Value::String(r.route.clone().unwrap_or_else(|| UNMATCHED.to_owned())),
     );
-    m.insert("path".into(), Value::String(redactor.path(&r.path)));
+    // The path's query values are redacted with every other string by `redact_json`.
+    m.insert("path".into(), Value::String(r.path.clone()));
     m.insert("status".into(), Value::from(r.status));
     m.insert(
         "latency_ms".into(),
@@ -406,15 +407,6 @@ impl DecisionHook for Telemetry {
                 outcome: outcome.as_str(),
             })
             .inc();
-        if let Some(c) = m.policies.get(policy) {
-            let counter = match outcome {
-                Outcome::Allowed => &c.allowed,
-                Outcome::Limited => &c.limited,
-                Outcome::ShadowLimited => &c.shadow_limited,
-                Outcome::Bypassed => &c.bypassed,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     fn on_store_error(&self, error: &StoreError) {
@@ -428,7 +420,6 @@ impl RedisObserver for Telemetry {
         let m = &self.metrics;
         m.store_duration.observe(duration.as_secs_f64());
         if !ok {
-            m.store_error_count.fetch_add(1, Ordering::Relaxed);
             m.store_errors
                 .get_or_create(&StoreLabels {
                     store: m.store_kind,

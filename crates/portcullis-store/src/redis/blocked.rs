@@ -3,11 +3,17 @@
 use crate::{Check, Decided, StoreKey};
 use portcullis_core::limit::Decision;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub(super) struct BlockedKeys {
     max: usize,
+    /// The latest instant any entry blocks until, in nanoseconds since `base`. Every
+    /// Redis decision asks `answer` first, so the common case (nobody blocked any more)
+    /// is one atomic load, not a lock both cores contend for.
+    latest: AtomicU64,
+    base: Instant,
     map: Mutex<HashMap<StoreKey, (Instant, Decision)>>,
 }
 
@@ -15,17 +21,19 @@ impl BlockedKeys {
     pub(super) fn new(max: usize) -> Self {
         BlockedKeys {
             max,
+            latest: AtomicU64::new(0),
+            base: Instant::now(),
             map: Mutex::new(HashMap::new()),
         }
     }
 
     /// A denial without calling Redis, when one of the request's keys is still blocked.
     pub(super) fn answer(&self, checks: &[Check]) -> Option<Decided> {
-        let map = self.map.lock().ok()?;
-        if map.is_empty() {
+        let now = Instant::now();
+        if self.since_base(now) >= self.latest.load(Ordering::Acquire) {
             return None;
         }
-        let now = Instant::now();
+        let map = self.map.lock().ok()?;
         let blocked = checks
             .iter()
             .any(|c| c.cost > 0 && map.get(&c.key).is_some_and(|(until, _)| *until > now));
@@ -86,8 +94,14 @@ impl BlockedKeys {
         for (key, d) in denied {
             if let Some(wait) = d.retry_after {
                 map.insert(key, (now + wait, d));
+                self.latest
+                    .fetch_max(self.since_base(now + wait), Ordering::AcqRel);
             }
         }
+    }
+
+    fn since_base(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
     pub(super) fn forget(&self, key: &StoreKey) {

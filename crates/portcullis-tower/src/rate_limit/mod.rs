@@ -272,8 +272,8 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
                 self.hook.on_store_error(&e);
                 return match self.on_error {
                     StoreOnError::Deny => (Verdict::StoreDown, route),
-                    // `local` falls back to an in-process store with the Redis store
-                    // (issue 4); the memory store itself never fails.
+                    // With `local` the Redis store decides locally itself and does not
+                    // fail; an error that still reaches here admits, like `allow`.
                     StoreOnError::Allow | StoreOnError::Local => (Verdict::Unlimited, route),
                 };
             }
