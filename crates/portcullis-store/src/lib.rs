@@ -12,9 +12,11 @@ pub mod clock;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod replay;
 
 use portcullis_core::limit::{Algorithm, Decision, Quota};
 use std::future::Future;
+use std::time::Duration;
 
 /// What a store is told about a bucket: a hash of the policy name and key (never the
 /// key itself), and the rules to apply.
@@ -89,4 +91,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many buckets the store holds, when it knows (`None` for shared stores).
     fn key_count(&self) -> Option<u64>;
+
+    /// Remembers `key` for `ttl` (webhook replay protection): `Ok(true)` the first time
+    /// within the TTL, `Ok(false)` when it is already remembered. Atomic across every
+    /// user of the store (Redis: `SET NX PX`), so two instances racing on one id see
+    /// one `true`.
+    fn remember(
+        &self,
+        key: StoreKey,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Forgets a remembered key, so the same id is accepted again.
+    fn forget(&self, key: StoreKey) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -11,6 +11,7 @@
 //! limiter and Envoy's local limiter have no such rule.
 
 use crate::clock::Clock;
+use crate::replay::ReplaySet;
 use crate::{Check, Decided, Store, StoreError, StoreKey};
 use indexmap::IndexMap;
 use portcullis_core::limit::{decide, full_at, Algorithm, BucketState, Decision, Quota};
@@ -99,6 +100,8 @@ pub struct MemoryStore<C: Clock> {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
     clock: C,
+    /// Webhook ids seen recently, bounded by `max_keys` too (separately).
+    replay: ReplaySet,
 }
 
 impl<C: Clock> std::fmt::Debug for MemoryStore<C> {
@@ -133,6 +136,7 @@ impl<C: Clock> MemoryStore<C> {
             shards,
             per_shard,
             clock,
+            replay: ReplaySet::new(max_keys),
         }
     }
 
@@ -232,10 +236,27 @@ impl<C: Clock> MemoryStore<C> {
         shard.map.insert(check.key, entry);
     }
 
-    /// Drops every bucket that has refilled (idle keys); returns how many.
+    /// Remembers a webhook id at an explicit instant (see [`Store::remember`]).
+    pub fn remember_at(&self, key: StoreKey, ttl: std::time::Duration, now: u64) -> bool {
+        let ttl = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+        self.replay.remember_at(key, ttl, now)
+    }
+
+    /// Forgets a remembered webhook id.
+    pub fn forget_id(&self, key: &StoreKey) {
+        self.replay.forget(key);
+    }
+
+    /// Webhook ids held.
+    pub fn replay_count(&self) -> usize {
+        self.replay.len()
+    }
+
+    /// Drops every bucket that has refilled (idle keys) and every expired webhook id;
+    /// returns how many.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now();
-        let mut dropped = 0;
+        let mut dropped = self.replay.sweep(now);
         for s in self.shards.iter() {
             let mut shard = lock(s);
             let before = shard.map.len();
@@ -278,6 +299,15 @@ impl<C: Clock> Store for Arc<MemoryStore<C>> {
 
     fn key_count(&self) -> Option<u64> {
         Some(MemoryStore::key_count(self) as u64)
+    }
+
+    async fn remember(&self, key: StoreKey, ttl: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(self.remember_at(key, ttl, self.clock.now()))
+    }
+
+    async fn forget(&self, key: StoreKey) -> Result<(), StoreError> {
+        self.forget_id(&key);
+        Ok(())
     }
 }
 

@@ -67,6 +67,20 @@ impl Store for GatewayStore {
             GatewayStore::Redis(r) => r.key_count(),
         }
     }
+
+    async fn remember(&self, key: StoreKey, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            GatewayStore::Memory(m) => m.remember(key, ttl).await,
+            GatewayStore::Redis(r) => r.remember(key, ttl).await,
+        }
+    }
+
+    async fn forget(&self, key: StoreKey) -> Result<(), StoreError> {
+        match self {
+            GatewayStore::Memory(m) => m.forget(key).await,
+            GatewayStore::Redis(r) => r.forget(key).await,
+        }
+    }
 }
 
 /// The limiter the gateway uses.

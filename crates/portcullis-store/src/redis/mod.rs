@@ -12,6 +12,11 @@
 //!   a client hammering a blocked key costs Redis nothing (as Envoy's ratelimit does);
 //! - a fallback memory store for `on_error = "local"`, whose limits are divided by
 //!   `local_share` (the number of instances expected to share the load).
+//!
+//! Webhook replay ids ([`Store::remember`]) are one `SET pc:{<hex>}:id 1 NX PX <ttl>`
+//! each, under the same timeout and down state. While Redis is down, `local` remembers
+//! them in the fallback store (replays are then caught per instance only); `allow` and
+//! `deny` return the error and the caller applies the policy.
 
 mod blocked;
 
@@ -384,6 +389,56 @@ impl RedisStore {
         Ok(Decided { at, decisions })
     }
 
+    /// One command with the per-call timeout, counted like a script call (observer,
+    /// error count, down state).
+    async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        let conn = self.inner.conn.read().ok().and_then(|c| c.clone());
+        let Some(mut conn) = conn else {
+            return Err(StoreError::Unavailable("not connected".into()));
+        };
+        let started = Instant::now();
+        let call = async {
+            match &mut conn {
+                Conn::Single(c) => cmd.query_async::<T>(c).await,
+                Conn::Cluster(c) => cmd.query_async::<T>(c).await,
+            }
+        };
+        let outcome = match tokio::time::timeout(self.inner.settings.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+            {
+                Err(StoreError::Protocol(e.to_string()))
+            }
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Timeout),
+        };
+        if let Some(o) = &self.inner.observer {
+            o.on_call(started.elapsed(), outcome.is_ok());
+        }
+        match &outcome {
+            Ok(_) => self.mark_up(),
+            Err(_) => self.mark_error(),
+        }
+        outcome
+    }
+
+    async fn remember_remote(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(replay_key(key)).arg(1).arg("NX").arg("PX").arg(ms);
+        let reply: Option<String> = self.command(cmd).await?;
+        Ok(reply.is_some())
+    }
+
+    /// The fallback answer for [`Store::remember`] while Redis fails.
+    fn remember_fallback(&self, key: StoreKey, ttl: Duration) -> Option<bool> {
+        match self.inner.settings.on_error {
+            StoreOnError::Local => Some(self.inner.fallback.remember_at(key, ttl, now_ns())),
+            StoreOnError::Allow | StoreOnError::Deny => None,
+        }
+    }
+
     fn decide_fallback(&self, checks: &[Check]) -> Option<Decided> {
         let share = self.inner.settings.local_share.max(1);
         match self.inner.settings.on_error {
@@ -421,6 +476,11 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// `pc:{<hex>}`: the braces make the whole hash the Redis Cluster hash tag.
 pub fn redis_key(key: &StoreKey) -> String {
     format!("pc:{{{}}}", key.to_hex())
+}
+
+/// `pc:{<hex>}:id`: a remembered webhook id (hash-tagged like the buckets).
+pub fn replay_key(key: &StoreKey) -> String {
+    format!("pc:{{{}}}:id", key.to_hex())
 }
 
 fn parse_reply(reply: &[i64], n: usize) -> Result<Decided, StoreError> {
@@ -496,6 +556,27 @@ impl Store for RedisStore {
 
     fn key_count(&self) -> Option<u64> {
         None
+    }
+
+    async fn remember(&self, key: StoreKey, ttl: Duration) -> Result<bool, StoreError> {
+        if !self.inner.down.load(Ordering::Relaxed) {
+            match self.remember_remote(&key, ttl).await {
+                Ok(first) => return Ok(first),
+                Err(e) => return self.remember_fallback(key, ttl).ok_or(e),
+            }
+        }
+        self.remember_fallback(key, ttl)
+            .ok_or_else(|| StoreError::Unavailable("Redis is down".into()))
+    }
+
+    async fn forget(&self, key: StoreKey) -> Result<(), StoreError> {
+        self.inner.fallback.forget_id(&key);
+        if self.inner.down.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("Redis is down".into()));
+        }
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(replay_key(&key));
+        self.command::<i64>(cmd).await.map(|_| ())
     }
 }
 

@@ -222,3 +222,38 @@ async fn a_dead_redis_follows_on_error_without_waiting_each_time() {
     let deny = store(port, StoreOnError::Deny).await;
     assert!(deny.decide(&[c]).await.is_err());
 }
+
+#[tokio::test]
+async fn remember_is_once_per_ttl_across_stores_and_follows_on_error() {
+    let server = redis_server().await;
+    let a = store(server.port, StoreOnError::Deny).await;
+    let b = store(server.port, StoreOnError::Deny).await;
+    let k = StoreKey([7; 16]);
+    assert!(a.remember(k, Duration::from_millis(400)).await.unwrap());
+    assert!(!b.remember(k, Duration::from_millis(400)).await.unwrap());
+    assert!(!a.remember(k, Duration::from_millis(400)).await.unwrap());
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", server.port)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let name = replay_key(&k);
+    assert!(name.starts_with("pc:{") && name.ends_with("}:id"), "{name}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 400, "ttl {ttl}");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(b.remember(k, Duration::from_secs(60)).await.unwrap(), "expired");
+    b.forget(k).await.unwrap();
+    assert!(a.remember(k, Duration::from_secs(60)).await.unwrap(), "forgotten");
+
+    let local = store(server.port, StoreOnError::Local).await;
+    drop(server);
+    let k2 = StoreKey([9; 16]);
+    assert!(a.remember(k2, Duration::from_secs(60)).await.is_err(), "deny: error");
+    assert!(local.remember(k2, Duration::from_secs(60)).await.unwrap());
+    assert!(
+        !local.remember(k2, Duration::from_secs(60)).await.unwrap(),
+        "local: the fallback remembers"
+    );
+}
