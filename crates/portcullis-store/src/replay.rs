@@ -168,7 +168,10 @@ mod tests {
         let set = ReplaySet::new(100);
         assert!(set.remember_at(key(1), 300 * SEC, T0));
         assert!(!set.remember_at(key(1), 300 * SEC, T0 + 299 * SEC));
-        assert!(set.remember_at(key(2), 300 * SEC, T0), "other keys unaffected");
+        assert!(
+            set.remember_at(key(2), 300 * SEC, T0),
+            "other keys unaffected"
+        );
         assert!(
             set.remember_at(key(1), 300 * SEC, T0 + 300 * SEC),
             "expired: first again"

@@ -26,3 +26,13 @@ pub fn response<B: From<Bytes>>(problem: Problem) -> Response<B> {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     res
 }
+
+/// [`for_request`] from the parts of a request whose body was taken apart.
+pub fn for_parts<B: From<Bytes>>(parts: &http::request::Parts, problem: Problem) -> Response<B> {
+    let id = parts
+        .extensions
+        .get::<RequestId>()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    response(problem.with_request_id(id).with_instance(parts.uri.path()))
+}

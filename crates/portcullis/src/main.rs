@@ -14,6 +14,7 @@ mod sample_api;
 mod server;
 mod stack;
 mod telemetry;
+mod webhook;
 
 use std::process::ExitCode;
 

@@ -12,12 +12,16 @@
 //! 6. `RateLimitLayer` — 429 before the request costs anything else; matches the route.
 //! 7. `LoadShedLayer` — above `[server] max_inflight`, 503 at once instead of queueing.
 //! 8. `BodyLimitLayer` — refuses oversize bodies before the upstream is contacted.
-//! 9. `Proxy` — forwards.
+//! 9. `WebhookLayer` — on `[[webhook]]` paths only: reads the body (capped by the
+//!    layer above), verifies its signature and replay id, 401 / 409 before the
+//!    upstream sees it; every other request streams through.
+//! 10. `Proxy` — forwards.
 
 use crate::health::UpstreamHealth;
 use crate::limits::Limiter;
 use crate::proxy::{Proxy, ProxyBody};
 use crate::telemetry::Telemetry;
+use crate::webhook::{WebhookLayer, Webhooks};
 use hyper::body::Incoming;
 use portcullis_core::config::Config;
 use portcullis_core::headers::SecurityHeaders;
@@ -71,6 +75,14 @@ pub(crate) fn build(
         server.max_body_bytes,
         health,
     )?;
+    let webhooks = Webhooks {
+        routes: crate::webhook::routes(config)?,
+        store: limiter.store.clone(),
+        on_error: config.store.on_error,
+        metrics: telemetry.metrics.clone(),
+        max_body_bytes: server.max_body_bytes,
+        body_timeout: server.request_timeout.0,
+    };
     let trusted = TrustedProxies::new(server.trusted_proxies.iter().map(|c| c.0).collect());
     let latency = config.headers.latency;
     let stack = ServiceBuilder::new()
@@ -92,6 +104,7 @@ pub(crate) fn build(
             ),
         )
         .layer(BodyLimitLayer::new(server.max_body_bytes))
+        .layer(WebhookLayer::new(webhooks))
         .service(proxy);
     Ok(GatewayService {
         stack: BoxCloneSyncService::new(stack),

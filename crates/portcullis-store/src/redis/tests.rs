@@ -243,14 +243,23 @@ async fn remember_is_once_per_ttl_across_stores_and_follows_on_error() {
         .unwrap();
     assert!(ttl > 0 && ttl <= 400, "ttl {ttl}");
     tokio::time::sleep(Duration::from_millis(450)).await;
-    assert!(b.remember(k, Duration::from_secs(60)).await.unwrap(), "expired");
+    assert!(
+        b.remember(k, Duration::from_secs(60)).await.unwrap(),
+        "expired"
+    );
     b.forget(k).await.unwrap();
-    assert!(a.remember(k, Duration::from_secs(60)).await.unwrap(), "forgotten");
+    assert!(
+        a.remember(k, Duration::from_secs(60)).await.unwrap(),
+        "forgotten"
+    );
 
     let local = store(server.port, StoreOnError::Local).await;
     drop(server);
     let k2 = StoreKey([9; 16]);
-    assert!(a.remember(k2, Duration::from_secs(60)).await.is_err(), "deny: error");
+    assert!(
+        a.remember(k2, Duration::from_secs(60)).await.is_err(),
+        "deny: error"
+    );
     assert!(local.remember(k2, Duration::from_secs(60)).await.unwrap());
     assert!(
         !local.remember(k2, Duration::from_secs(60)).await.unwrap(),

@@ -3,6 +3,7 @@
 mod check;
 mod demo;
 mod serve;
+mod webhook;
 
 use clap::{Parser, Subcommand};
 use portcullis_core::config::{Config, Diagnostic, LogFormat};
@@ -33,6 +34,11 @@ enum Command {
     },
     /// Start a sample API with the gateway in front of it, on loopback.
     Demo,
+    /// Sign or verify a webhook delivery (the body on stdin).
+    Webhook {
+        #[command(subcommand)]
+        command: webhook::WebhookCommand,
+    },
 }
 
 /// Errors that end the process, each with its exit code.
@@ -59,6 +65,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Serve { config } => serve::run(config.as_deref()),
         Command::Check { config } => check::run(config.as_deref()),
         Command::Demo => demo::run(),
+        Command::Webhook { command } => webhook::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

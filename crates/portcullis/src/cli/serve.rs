@@ -15,6 +15,7 @@ pub(super) fn run(path: Option<&Path>) -> Result<(), Failure> {
             )));
         }
     }
+    crate::webhook::routes(&config).map_err(Failure::Config)?;
     init_tracing(config.log.format);
     runtime()?.block_on(async {
         let bound = Bound::bind(config).await.map_err(Failure::Runtime)?;

@@ -57,3 +57,59 @@ impl Body for ProxyBody {
         }
     }
 }
+
+/// Errors of a request body on its way upstream (the length limit's among them).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// The body the proxy sends upstream: the client's, streamed through the length
+    /// limit, or the bytes a webhook route buffered to verify (forwarded unchanged).
+    #[project = RequestBodyProj]
+    pub(crate) enum ProxyRequestBody {
+        Streaming { #[pin] body: http_body_util::Limited<Incoming> },
+        Buffered { #[pin] body: Full<Bytes> },
+    }
+}
+
+impl ProxyRequestBody {
+    pub(crate) fn streaming(body: http_body_util::Limited<Incoming>) -> Self {
+        ProxyRequestBody::Streaming { body }
+    }
+
+    pub(crate) fn buffered(bytes: Bytes) -> Self {
+        ProxyRequestBody::Buffered {
+            body: Full::new(bytes),
+        }
+    }
+}
+
+impl Body for ProxyRequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            RequestBodyProj::Streaming { body } => body.poll_frame(cx),
+            RequestBodyProj::Buffered { body } => body
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyRequestBody::Streaming { body } => body.is_end_stream(),
+            ProxyRequestBody::Buffered { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyRequestBody::Streaming { body } => body.size_hint(),
+            ProxyRequestBody::Buffered { body } => body.size_hint(),
+        }
+    }
+}

@@ -8,13 +8,11 @@
 mod body;
 mod headers;
 
-pub(crate) use body::ProxyBody;
+pub(crate) use body::{ProxyBody, ProxyRequestBody};
 
 use crate::health::UpstreamHealth;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::Limited;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis_core::problem::Problem;
@@ -26,9 +24,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-/// Request body type the proxy receives (capped by the body-limit layer).
-pub(crate) type ProxyRequestBody = Limited<Incoming>;
 
 /// Forwards requests to one upstream.
 #[derive(Clone)]
