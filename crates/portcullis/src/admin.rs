@@ -103,7 +103,11 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
             (Method::GET, "/admin/limits") => limits(state, &req, false).await,
             (Method::DELETE, "/admin/limits") => limits(state, &req, true).await,
             (Method::GET, "/admin/explain") => explain(state, &req).await,
-            (_, "/admin/limits" | "/admin/explain") => problem(
+            (Method::GET, "/admin/slo") => json_response(
+                StatusCode::OK,
+                json!({ "slos": state.telemetry.slo_snapshots() }),
+            ),
+            (_, "/admin/limits" | "/admin/explain" | "/admin/slo") => problem(
                 &req,
                 Problem::new(
                     405,
@@ -128,7 +132,7 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
         "/readyz" => readyz(state).await,
         "/health" => health(state),
         "/metrics" => {
-            let mut res = Response::new(Full::new(Bytes::from(state.telemetry.metrics.encode())));
+            let mut res = Response::new(Full::new(Bytes::from(state.telemetry.encode_metrics())));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(

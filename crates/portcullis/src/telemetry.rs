@@ -3,6 +3,7 @@
 
 use portcullis_core::config::{Config, Redaction, StoreKind};
 use portcullis_core::redact::Redactor;
+use portcullis_core::slo::SloSet;
 use portcullis_store::redis::RedisObserver;
 use portcullis_store::StoreError;
 use portcullis_tower::observe::{ObserveHook, RequestRecord};
@@ -15,15 +16,15 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
 use std::io::Write;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Route label for requests that matched no configured route.
 pub(crate) const UNMATCHED: &str = "unmatched";
 
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+// The request-duration buckets are the ones `portcullis slo rules` names in `le`.
+use portcullis_core::slo::rules::LATENCY_BUCKETS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -42,6 +43,31 @@ struct DecisionLabels {
     policy: String,
     outcome: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    route: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SloLabels {
+    slo: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BurnLabels {
+    slo: String,
+    window: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+/// A gauge holding a float.
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
@@ -63,6 +89,9 @@ pub(crate) struct Metrics {
     store_errors: Family<StoreLabels, Counter>,
     store_duration: Histogram,
     fallback_active: Gauge,
+    webhook_verifications: Family<WebhookLabels, Counter>,
+    slo_budget: Family<SloLabels, FloatGauge>,
+    slo_burn: Family<BurnLabels, FloatGauge>,
     store_kind: &'static str,
 }
 
@@ -128,8 +157,42 @@ impl Metrics {
             "1 while the store is down and decisions follow [store] on_error",
             fallback_active.clone(),
         );
+        let webhook_verifications = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "portcullis_webhook_verifications",
+            "Webhook deliveries checked at the edge, by webhook path pattern and outcome",
+            webhook_verifications.clone(),
+        );
+        let slo_budget = Family::<SloLabels, FloatGauge>::default();
+        registry.register(
+            "portcullis_slo_error_budget_remaining",
+            "Share of the SLO's error budget left over its window (1 untouched, 0 spent, negative overspent)",
+            slo_budget.clone(),
+        );
+        let slo_burn = Family::<BurnLabels, FloatGauge>::default();
+        registry.register(
+            "portcullis_slo_burn_rate",
+            "Error-budget burn rate of the SLO over the window (1 spends the budget exactly over the SLO window)",
+            slo_burn.clone(),
+        );
+        // There is no circuit breaker in this build: the upstream circuit is always
+        // closed, as `/health` says, and the series is there for dashboards and alerts.
+        let circuit = Family::<UpstreamLabels, Gauge>::default();
+        circuit
+            .get_or_create(&UpstreamLabels {
+                upstream: config.server.upstream.to_string(),
+            })
+            .set(0);
+        registry.register(
+            "portcullis_circuit_state",
+            "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open",
+            circuit,
+        );
         Metrics {
             registry,
+            webhook_verifications,
+            slo_budget,
+            slo_burn,
             requests,
             request_duration,
             upstream_duration,
@@ -156,6 +219,20 @@ impl Metrics {
             .get()
     }
 
+    /// Counts one webhook delivery checked on the `[[webhook]]` whose path pattern is
+    /// `route`. `outcome` is `verified`, `replayed` or a [`VerifyError`] code
+    /// (`signature_invalid`, ...): a fixed set, so the label stays bounded.
+    ///
+    /// [`VerifyError`]: portcullis_core::webhook::VerifyError
+    pub(crate) fn webhook_verification(&self, route: &str, outcome: &'static str) {
+        self.webhook_verifications
+            .get_or_create(&WebhookLabels {
+                route: route.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
     /// Failed or timed-out store calls (`store.errors` in `/health`).
     pub(crate) fn store_errors(&self) -> u64 {
         self.store_errors
@@ -163,6 +240,26 @@ impl Metrics {
                 store: self.store_kind,
             })
             .get()
+    }
+
+    /// Sets the SLO gauges from the trackers' state at `now` (done at each scrape, so
+    /// the gauges never lag behind `/admin/slo`).
+    fn set_slo_gauges(&self, slos: &SloSet, now: u64) {
+        for snap in slos.snapshots(now) {
+            self.slo_budget
+                .get_or_create(&SloLabels {
+                    slo: snap.name.clone(),
+                })
+                .set(snap.error_budget_remaining);
+            for (window, rate) in snap.burn_rates {
+                self.slo_burn
+                    .get_or_create(&BurnLabels {
+                        slo: snap.name.clone(),
+                        window,
+                    })
+                    .set(rate);
+            }
+        }
     }
 
     /// The Prometheus text exposition.
@@ -290,6 +387,13 @@ pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128, redactor: &
     Value::Object(m)
 }
 
+/// Nanoseconds since the Unix epoch (0 if the clock is before it).
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// `2026-11-23T09:13:19.123Z` from Unix milliseconds (civil-from-days, Howard Hinnant).
 pub(crate) fn rfc3339_millis(unix_ms: u128) -> String {
     let ms = unix_ms % 1000;
@@ -313,19 +417,13 @@ pub(crate) fn rfc3339_millis(unix_ms: u128) -> String {
     )
 }
 
-/// The log redactor, keyed from `[log] hash_key_env` (a random per-process key, with a
-/// warning, when that variable is unset: hashes then correlate within one run only).
+/// The log redactor, keyed from `[log] hash_key_env` (a random per-process key when
+/// that variable is unset: hashes then correlate within one run only).
 fn redactor(config: &Config) -> Redactor {
     let log = &config.log;
     let key = match std::env::var(&log.hash_key_env) {
         Ok(k) if !k.is_empty() => k.into_bytes(),
         _ => {
-            if log.redaction == Redaction::Hash {
-                tracing::warn!(
-                    variable = %log.hash_key_env,
-                    "log hash key not set: using a random key for this process"
-                );
-            }
             let mut key = Vec::with_capacity(32);
             key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
             key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
@@ -335,21 +433,100 @@ fn redactor(config: &Config) -> Redactor {
     Redactor::from_config(log, &key)
 }
 
+static LOG_REDACTOR: OnceLock<Arc<Redactor>> = OnceLock::new();
+
+/// The process's log redactor, built from the first configuration it is asked for: the
+/// access log and the diagnostics on stderr share it, so one secret hashes to one token
+/// in both (with a random key too).
+pub(crate) fn log_redactor(config: &Config) -> Arc<Redactor> {
+    LOG_REDACTOR
+        .get_or_init(|| Arc::new(redactor(config)))
+        .clone()
+}
+
+/// The diagnostics writer: each event the `tracing` formatter writes is collected, run
+/// through the log redactor, then written to stderr in one piece. Error messages carry
+/// request targets, header values and upstream errors, so they get the same redaction
+/// as the access log.
+#[derive(Clone)]
+pub(crate) struct RedactingStderr(pub(crate) Arc<Redactor>);
+
+/// One event's text, redacted and written when dropped.
+pub(crate) struct RedactedEvent {
+    redactor: Arc<Redactor>,
+    buf: Vec<u8>,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
+    type Writer = RedactedEvent;
+
+    fn make_writer(&'a self) -> RedactedEvent {
+        RedactedEvent {
+            redactor: self.0.clone(),
+            buf: Vec::with_capacity(256),
+        }
+    }
+}
+
+impl Write for RedactedEvent {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedEvent {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.buf);
+        let redacted = self.redactor.redact_str(&text);
+        let _ = std::io::stderr().lock().write_all(redacted.as_bytes());
+    }
+}
+
 /// Metrics and access log, shared by every request.
 #[derive(Clone)]
 pub(crate) struct Telemetry {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) access_log: Option<Arc<AccessLog>>,
+    pub(crate) slos: Arc<SloSet>,
     redactor: Arc<Redactor>,
 }
 
 impl Telemetry {
     pub(crate) fn new(config: &Config) -> Self {
+        let log = &config.log;
+        if log.redaction == Redaction::Hash
+            && std::env::var(&log.hash_key_env).map_or(true, |k| k.is_empty())
+        {
+            tracing::warn!(
+                variable = %log.hash_key_env,
+                "log hash key not set: using a random key for this process"
+            );
+        }
         Telemetry {
             metrics: Arc::new(Metrics::new(config)),
             access_log: config.log.access_log.then(|| Arc::new(AccessLog::start())),
-            redactor: Arc::new(redactor(config)),
+            slos: Arc::new(SloSet::new(&config.slo)),
+            redactor: log_redactor(config),
         }
+    }
+
+    /// The `/metrics` body, with the SLO gauges brought up to date first.
+    pub(crate) fn encode_metrics(&self) -> String {
+        self.metrics.set_slo_gauges(&self.slos, unix_nanos());
+        self.metrics.encode()
+    }
+
+    /// Every SLO's state now (`GET /admin/slo`).
+    pub(crate) fn slo_snapshots(&self) -> Vec<portcullis_core::slo::SloSnapshot> {
+        self.slos.snapshots(unix_nanos())
     }
 
     pub(crate) fn flush(&self) {
@@ -383,6 +560,22 @@ impl ObserveHook for Telemetry {
             m.upstream_duration
                 .get_or_create(&labels)
                 .observe(upstream.as_secs_f64());
+        }
+        if record.status >= 500 && record.upstream.is_none() {
+            // The gateway's own failures (502, 503, 504) have no upstream line to read:
+            // say which request failed. The writer redacts the target.
+            tracing::warn!(
+                request_id = %record.request_id,
+                status = record.status,
+                method = %record.method,
+                target = %record.path,
+                "request failed at the gateway"
+            );
+        }
+        if !self.slos.is_empty() {
+            let path = record.path.split(['?', '#']).next().unwrap_or("");
+            self.slos
+                .record(unix_nanos(), path, record.status, record.latency);
         }
         if let Some(log) = &self.access_log {
             let now = std::time::SystemTime::now()

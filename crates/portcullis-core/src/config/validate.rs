@@ -11,20 +11,6 @@ pub type Warning = Diagnostic;
 
 /// The first cross-key error, with the span of the offending value.
 pub(crate) fn first_error(config: &Config) -> Option<(Range<usize>, String)> {
-    // Parsed so `check` can point at mistakes, but not enforced by this build yet:
-    // accepting them silently would leave webhooks unverified.
-    if !config.webhook.is_empty() {
-        return Some((
-            0..0,
-            "[[webhook]] verification is not available in this build yet".into(),
-        ));
-    }
-    if !config.slo.is_empty() {
-        return Some((
-            0..0,
-            "[[slo]] tracking is not available in this build yet".into(),
-        ));
-    }
     let mut names = HashSet::new();
     for p in &config.policy {
         let name = p.name.get_ref();

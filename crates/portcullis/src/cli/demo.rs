@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 pub(super) fn run() -> Result<(), Failure> {
-    init_tracing(LogFormat::Pretty);
     runtime()?.block_on(async {
         let api = TcpListener::bind("127.0.0.1:0")
             .await
@@ -28,6 +27,8 @@ pub(super) fn run() -> Result<(), Failure> {
             .map_err(|d| Failure::Runtime(format!("the embedded example is invalid: {d}")))?;
         config.server.upstream =
             UpstreamUrl::parse(&format!("http://{api_addr}")).map_err(Failure::Runtime)?;
+        config.log.format = LogFormat::Pretty;
+        init_tracing(&config);
         let listener = bind_preferred(8080).await?;
         let admin = bind_preferred(9090).await?;
         let bound = Bound::from_listeners(config, listener, admin);

@@ -3,8 +3,10 @@
 mod check;
 mod demo;
 mod serve;
+mod slo;
 mod webhook;
 
+use crate::telemetry::{log_redactor, RedactingStderr};
 use clap::{Parser, Subcommand};
 use portcullis_core::config::{Config, Diagnostic, LogFormat};
 use std::path::{Path, PathBuf};
@@ -34,10 +36,31 @@ enum Command {
     },
     /// Start a sample API with the gateway in front of it, on loopback.
     Demo,
+    /// Generate Prometheus rules or a Grafana dashboard for the configured SLOs.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
+    },
     /// Sign or verify a webhook delivery (the body on stdin).
     Webhook {
         #[command(subcommand)]
         command: webhook::WebhookCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SloCommand {
+    /// Print Prometheus recording and multi-window, multi-burn-rate alerting rules (YAML).
+    Rules {
+        /// Configuration file (default: ./portcullis.toml if present, else built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a Grafana dashboard (JSON) of the golden signals, limits and SLOs.
+    Dashboard {
+        /// Configuration file (default: ./portcullis.toml if present, else built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -65,6 +88,10 @@ pub(crate) fn main() -> ExitCode {
         Command::Serve { config } => serve::run(config.as_deref()),
         Command::Check { config } => check::run(config.as_deref()),
         Command::Demo => demo::run(),
+        Command::Slo { command } => match command {
+            SloCommand::Rules { config } => slo::rules(config.as_deref()),
+            SloCommand::Dashboard { config } => slo::dashboard(config.as_deref()),
+        },
         Command::Webhook { command } => webhook::run(command),
     };
     match result {
@@ -106,15 +133,17 @@ pub(crate) fn load_config_with_text(
     Ok((config, origin, text))
 }
 
-/// Diagnostics go to stderr, as JSON lines unless `[log] format = "pretty"`.
-pub(crate) fn init_tracing(format: LogFormat) {
+/// Diagnostics go to stderr, as JSON lines unless `[log] format = "pretty"`, redacted
+/// like the access log (see [`RedactingStderr`]).
+pub(crate) fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+        .with_writer(RedactingStderr(log_redactor(config)));
+    let _ = match config.log.format {
         LogFormat::Json => builder
+            .with_ansi(false)
             .json()
             .flatten_event(true)
             .with_current_span(false)

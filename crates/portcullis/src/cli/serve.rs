@@ -16,7 +16,7 @@ pub(super) fn run(path: Option<&Path>) -> Result<(), Failure> {
         }
     }
     crate::webhook::routes(&config).map_err(Failure::Config)?;
-    init_tracing(config.log.format);
+    init_tracing(&config);
     runtime()?.block_on(async {
         let bound = Bound::bind(config).await.map_err(Failure::Runtime)?;
         bound.run(shutdown_signal()).await.map_err(Failure::Runtime)
