@@ -2,7 +2,7 @@
 //! apply to which routes, and warn about what can never take effect.
 
 use super::{load_config_with_text, Failure};
-use portcullis_core::config::{analyze, load, Config};
+use portcullis_core::config::{analyze, load, Config, WebhookScheme};
 use std::path::Path;
 
 pub(super) fn run(path: Option<&Path>) -> Result<(), Failure> {
@@ -65,5 +65,28 @@ fn route_table(config: &Config) -> String {
         "(none)"
     };
     out.push_str(&format!("unmatched -> {default}"));
+    if !config.webhook.is_empty() {
+        out.push_str("\n# webhooks, verified before the upstream sees them\n");
+        for w in &config.webhook {
+            let scheme = match w.scheme {
+                WebhookScheme::Standard => "standard",
+                WebhookScheme::Github => "github",
+                WebhookScheme::Stripe => "stripe",
+                WebhookScheme::HmacSha256 => "hmac_sha256",
+            };
+            let set = if std::env::var(&w.secret_env).is_ok_and(|v| !v.trim().is_empty()) {
+                "set"
+            } else {
+                "NOT SET: serve will refuse to start"
+            };
+            out.push_str(&format!(
+                "webhook {scheme} {} (secret_env {}: {set}; tolerance {}s)\n",
+                w.path,
+                w.secret_env,
+                w.tolerance.0.as_secs()
+            ));
+        }
+        out.pop();
+    }
     out
 }
