@@ -59,11 +59,27 @@ pub(crate) struct GatewayService {
     pub(crate) synthetic: Arc<Synthetic>,
 }
 
+/// The in-flight limits of `[server] max_inflight` and each route's `max_inflight`. Built
+/// once and cloned into every serving thread's stack: clones share their counters, so
+/// the limits hold for the whole process.
+pub(crate) fn load_shed(config: &Config) -> LoadShedLayer {
+    LoadShedLayer::new(config.server.max_inflight).with_routes(
+        config
+            .route
+            .iter()
+            .map(|r| (Arc::from(r.path.get_ref().as_str()), r.max_inflight)),
+    )
+}
+
+/// One serving thread's stack. Everything with process-wide state (telemetry, upstream
+/// health, the limiter and its store, `load_shed`) is shared; the upstream connection
+/// pool in the proxy is the stack's own.
 pub(crate) fn build(
     config: &Config,
     telemetry: Telemetry,
     health: Arc<UpstreamHealth>,
     limiter: Arc<Limiter>,
+    load_shed: LoadShedLayer,
 ) -> Result<GatewayService, String> {
     let server = &config.server;
     let security = SecurityHeaders::from_config(&config.headers.security);
@@ -95,14 +111,7 @@ pub(crate) fn build(
         .layer(LatencyLayer::new(latency))
         .layer(security_layer)
         .layer(RateLimitLayer::new(limiter))
-        .layer(
-            LoadShedLayer::new(server.max_inflight).with_routes(
-                config
-                    .route
-                    .iter()
-                    .map(|r| (Arc::from(r.path.get_ref().as_str()), r.max_inflight)),
-            ),
-        )
+        .layer(load_shed)
         .layer(BodyLimitLayer::new(server.max_body_bytes))
         .layer(WebhookLayer::new(webhooks))
         .service(proxy);

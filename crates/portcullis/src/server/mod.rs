@@ -54,8 +54,15 @@ impl Drain {
     }
 
     pub(crate) fn watcher(&self) -> (watch::Receiver<bool>, ConnectionGuard) {
-        let tx = self.alive_tx.clone().unwrap_or_else(|| mpsc::channel(1).0);
-        (self.signal.subscribe(), ConnectionGuard { _alive: tx })
+        self.handle().watcher()
+    }
+
+    /// A handle that hands out watchers from any thread (each serving thread has one).
+    pub(crate) fn handle(&self) -> DrainHandle {
+        DrainHandle {
+            signal: self.signal.subscribe(),
+            alive: self.alive_tx.clone().unwrap_or_else(|| mpsc::channel(1).0),
+        }
     }
 
     /// Tells connections to finish their current request and close, then waits up to
@@ -69,12 +76,31 @@ impl Drain {
     }
 }
 
+/// What a serving thread needs of the [`Drain`]: the shutdown signal, and a guard per
+/// connection that keeps the drain waiting while the connection lives.
+#[derive(Clone)]
+pub(crate) struct DrainHandle {
+    signal: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+}
+
+impl DrainHandle {
+    pub(crate) fn watcher(&self) -> (watch::Receiver<bool>, ConnectionGuard) {
+        (
+            self.signal.clone(),
+            ConnectionGuard {
+                _alive: self.alive.clone(),
+            },
+        )
+    }
+}
+
 /// Accepts connections until `shutdown` changes to true.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     service: GatewayService,
     limits: HeadLimits,
-    drain: &Drain,
+    drain: &DrainHandle,
 ) {
     let (mut shutdown, _) = drain.watcher();
     loop {
