@@ -18,6 +18,11 @@ mod webhook;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the request path allocates and frees many small
+/// buffers across threads, where glibc spent about a tenth of the gateway's CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     cli::main()
 }
