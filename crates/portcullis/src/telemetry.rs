@@ -387,6 +387,35 @@ pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128, redactor: &
     Value::Object(m)
 }
 
+/// A bound on how many diagnostics one call site writes per second, so a client that
+/// can trigger a log line (malformed heads, requests while overloaded) cannot turn the
+/// gateway's stderr into its bottleneck. The access log still records every request.
+pub(crate) struct LogThrottle {
+    second: AtomicU64,
+    written: AtomicU64,
+    per_second: u64,
+}
+
+impl LogThrottle {
+    pub(crate) const fn new(per_second: u64) -> Self {
+        LogThrottle {
+            second: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            per_second,
+        }
+    }
+
+    /// Whether one more line may be written this second.
+    pub(crate) fn allow(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = unix_nanos() / 1_000_000_000;
+        if self.second.swap(now, Relaxed) != now {
+            self.written.store(0, Relaxed);
+        }
+        self.written.fetch_add(1, Relaxed) < self.per_second
+    }
+}
+
 /// Nanoseconds since the Unix epoch (0 if the clock is before it).
 fn unix_nanos() -> u64 {
     std::time::SystemTime::now()
@@ -561,7 +590,8 @@ impl ObserveHook for Telemetry {
                 .get_or_create(&labels)
                 .observe(upstream.as_secs_f64());
         }
-        if record.status >= 500 && record.upstream.is_none() {
+        static GATEWAY_FAILURES: LogThrottle = LogThrottle::new(20);
+        if record.status >= 500 && record.upstream.is_none() && GATEWAY_FAILURES.allow() {
             // The gateway's own failures (502, 503, 504) have no upstream line to read:
             // say which request failed. The writer redacts the target.
             tracing::warn!(

@@ -211,6 +211,17 @@ impl Webhooks {
         let (parts, body) = req.into_parts();
         let answer = |p: Problem| -> Response<ProxyBody> { problem::for_parts(&parts, p) };
 
+        // A delivery without well-formed signature headers is refused before its body
+        // is read, so unauthenticated senders cannot make the gateway hold bodies.
+        {
+            let headers = &parts.headers;
+            let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            if let Err(e) = webhook::check_headers(route.scheme, &route.secrets, &lookup) {
+                self.metrics.webhook_verification(label, e.code());
+                return answer(verify_problem(&e));
+            }
+        }
+
         let body = match tokio::time::timeout(self.body_timeout, body.collect()).await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if is_length_limit_error(&*e) => {
@@ -315,11 +326,16 @@ impl Webhooks {
 /// The problem for a delivery that did not verify: 401 with the error's code (500 for a
 /// gateway without a usable secret, which startup checks prevent).
 fn verify_problem(e: &VerifyError) -> Problem {
-    let mut p = Problem::new(e.status(), e.code(), e.to_string());
-    if !e.is_client_error() {
-        p.detail = "the webhook route has no usable secret".into();
-    }
-    p
+    let detail = match e {
+        // The value is the sender's own header (it may hold a valid signature next to
+        // the broken part): name the header and what is wrong, do not echo it.
+        VerifyError::MalformedHeader { header, reason, .. } => {
+            format!("malformed `{header}` header ({reason})")
+        }
+        VerifyError::NoSecret => "the webhook route has no usable secret".into(),
+        other => other.to_string(),
+    };
+    Problem::new(e.status(), e.code(), detail)
 }
 
 /// The store key of a replay id: 128 bits of SHA-256 over the route and the id, so

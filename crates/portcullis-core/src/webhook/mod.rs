@@ -213,6 +213,27 @@ pub fn verify<'h>(
     }
 }
 
+/// The checks of [`verify`] that need no body: a usable secret, and every header the
+/// scheme needs present and well formed (steps 1 and 2 of the module docs, with the same
+/// errors). A gateway calls it before it buffers a body, so that a sender without
+/// signature headers cannot make it hold one.
+pub fn check_headers<'h>(
+    scheme: Scheme,
+    secrets: &Secrets,
+    headers: &dyn Fn(&str) -> Option<&'h str>,
+) -> Result<(), VerifyError> {
+    // Steps 1 and 2 come first in `verify` whatever the body, so verifying an empty body
+    // with a tolerance that accepts any timestamp fails here only for them.
+    match verify(scheme, secrets, headers, b"", 0, Duration::MAX) {
+        Err(
+            e @ (VerifyError::NoSecret
+            | VerifyError::MissingHeader(_)
+            | VerifyError::MalformedHeader { .. }),
+        ) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// The headers a sender attaches to `body`, as `(lower-case name, value)` pairs in the
 /// order a sender would write them.
 ///

@@ -2,6 +2,7 @@
 
 use super::HeadLimits;
 use crate::stack::GatewayService;
+use crate::telemetry::LogThrottle;
 use bytes::{Bytes, BytesMut};
 use portcullis_core::headers::{latency_ms, server_timing};
 use portcullis_core::problem::{reason_phrase, Problem, CONTENT_TYPE};
@@ -184,15 +185,18 @@ pub(crate) async fn answer_rejection(
     let id = RequestId::new_uuid();
     // What nginx logs as "client sent invalid header": enough to find the client's bug.
     // The target may carry tokens; the diagnostics writer redacts it.
-    tracing::warn!(
-        request_id = %id.as_str(),
-        status = r.status,
-        code = r.code,
-        detail = %r.detail,
-        method = r.method.as_deref().unwrap_or("-"),
-        target = r.path.as_deref().unwrap_or("-"),
-        "rejected a malformed request head"
-    );
+    static REJECTIONS: LogThrottle = LogThrottle::new(20);
+    if REJECTIONS.allow() {
+        tracing::warn!(
+            request_id = %id.as_str(),
+            status = r.status,
+            code = r.code,
+            detail = %r.detail,
+            method = r.method.as_deref().unwrap_or("-"),
+            target = r.path.as_deref().unwrap_or("-"),
+            "rejected a malformed request head"
+        );
+    }
     let mut problem = Problem::new(r.status, r.code, r.detail).with_request_id(id.as_str());
     if let Some(path) = &r.path {
         problem = problem.with_instance(path.split('?').next().unwrap_or(path).to_owned());
