@@ -30,7 +30,7 @@ pub struct RequestRecord {
     /// Path and query as requested (not yet redacted).
     pub path: String,
     /// The matched route pattern, if any.
-    pub route: Option<String>,
+    pub route: Option<std::sync::Arc<str>>,
     /// Response status.
     pub status: u16,
     /// Time until response headers.
@@ -117,7 +117,7 @@ where
                 .uri()
                 .path_and_query()
                 .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
-            route: ext.get::<MatchedRoute>().map(|r| r.0.to_string()),
+            route: ext.get::<MatchedRoute>().map(|r| r.0.clone()),
             status: 0,
             latency: Duration::ZERO,
             upstream: None,
@@ -164,7 +164,7 @@ where
                 record.status = res.status().as_u16();
                 record.upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
                 if let Some(route) = res.extensions().get::<MatchedRoute>() {
-                    record.route = Some(route.0.to_string());
+                    record.route = Some(route.0.clone());
                 }
                 if let Some(s) = res
                     .extensions()

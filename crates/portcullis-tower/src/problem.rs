@@ -20,6 +20,8 @@ pub fn for_request<B: From<Bytes>, T>(req: &Request<T>, problem: Problem) -> Res
 pub fn response<B: From<Bytes>>(problem: Problem) -> Response<B> {
     let body = Bytes::from(problem.to_json());
     let mut res = Response::new(B::from(body));
+    // The layers above add about fifteen headers to every problem.
+    res.headers_mut().reserve(20);
     *res.status_mut() =
         StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     res.headers_mut()

@@ -270,6 +270,77 @@ impl Metrics {
     }
 }
 
+/// The series one response updates, looked up once per thread and kept.
+#[derive(Clone)]
+struct RouteHandles {
+    requests: Counter,
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+}
+
+/// Which [`Metrics`] (by address), route (by pointer: routes are `Arc`s from the
+/// configuration), method and status a [`RouteHandles`] entry is for.
+type HandleKey = (usize, usize, &'static str, u16);
+
+thread_local! {
+    /// Per serving thread: the label sets seen so far and their series. Bounded like the
+    /// labels themselves (configured routes × methods × statuses), and without the
+    /// label strings, hashing and lock that `Family::get_or_create` costs per call.
+    static ROUTE_HANDLES: std::cell::RefCell<std::collections::HashMap<HandleKey, RouteHandles>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+impl Metrics {
+    fn with_route_handles(
+        &self,
+        route: Option<&Arc<str>>,
+        method: &'static str,
+        status: u16,
+        f: impl Fn(&RouteHandles),
+    ) {
+        let key = (
+            self as *const Metrics as usize,
+            route.map_or(0, |r| Arc::as_ptr(r).cast::<u8>() as usize),
+            method,
+            status,
+        );
+        let create = || {
+            let route = route.map_or(UNMATCHED, |r| &**r).to_owned();
+            let labels = RouteLabels {
+                route: route.clone(),
+            };
+            RouteHandles {
+                requests: self
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route,
+                        method: method.to_owned(),
+                        status,
+                    })
+                    .clone(),
+                request_duration: self.request_duration.get_or_create(&labels).clone(),
+                upstream_duration: self.upstream_duration.get_or_create(&labels).clone(),
+            }
+        };
+        let f = &f;
+        let cached = ROUTE_HANDLES.try_with(|cell| {
+            let Ok(mut handles) = cell.try_borrow_mut() else {
+                return false;
+            };
+            // A pointer could be reused by another route after a reload: bound the map
+            // by starting over past any sensible number of live label sets.
+            if handles.len() >= 4096 && !handles.contains_key(&key) {
+                handles.clear();
+            }
+            f(handles.entry(key).or_insert_with(create));
+            true
+        });
+        if cached != Ok(true) {
+            f(&create());
+        }
+    }
+}
+
 /// Methods outside this list are counted as `OTHER`, so a client cannot grow the label set.
 fn method_label(m: &http::Method) -> &'static str {
     match m.as_str() {
@@ -347,7 +418,7 @@ pub(crate) fn access_log_value(r: &RequestRecord, now_unix_ms: u128, redactor: &
     m.insert("method".into(), Value::String(r.method.as_str().to_owned()));
     m.insert(
         "route".into(),
-        Value::String(r.route.clone().unwrap_or_else(|| UNMATCHED.to_owned())),
+        Value::String(r.route.as_deref().unwrap_or(UNMATCHED).to_owned()),
     );
     // The path's query values are redacted with every other string by `redact_json`.
     m.insert("path".into(), Value::String(r.path.clone()));
@@ -573,23 +644,14 @@ impl ObserveHook for Telemetry {
     fn on_complete(&self, record: RequestRecord) {
         let m = &self.metrics;
         m.inflight.dec();
-        let route = record.route.clone().unwrap_or_else(|| UNMATCHED.to_owned());
-        m.requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                method: method_label(&record.method).to_owned(),
-                status: record.status,
-            })
-            .inc();
-        let labels = RouteLabels { route };
-        m.request_duration
-            .get_or_create(&labels)
-            .observe(record.latency.as_secs_f64());
-        if let Some(upstream) = record.upstream {
-            m.upstream_duration
-                .get_or_create(&labels)
-                .observe(upstream.as_secs_f64());
-        }
+        let method = method_label(&record.method);
+        m.with_route_handles(record.route.as_ref(), method, record.status, |h| {
+            h.requests.inc();
+            h.request_duration.observe(record.latency.as_secs_f64());
+            if let Some(upstream) = record.upstream {
+                h.upstream_duration.observe(upstream.as_secs_f64());
+            }
+        });
         static GATEWAY_FAILURES: LogThrottle = LogThrottle::new(20);
         if record.status >= 500 && record.upstream.is_none() && GATEWAY_FAILURES.allow() {
             // The gateway's own failures (502, 503, 504) have no upstream line to read:

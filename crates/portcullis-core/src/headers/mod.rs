@@ -66,7 +66,12 @@ pub fn server_timing(gateway: Duration, upstream: Option<Duration>) -> String {
 
 fn push_ms(out: &mut String, d: Duration) {
     let micros = d.as_micros();
-    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+    let _ = write!(out, "{}", micros / 1000);
+    let frac = (micros % 1000) as u16;
+    out.push('.');
+    for digit in [frac / 100, frac / 10 % 10, frac % 10] {
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 #[cfg(test)]

@@ -92,10 +92,11 @@ impl Inner {
             .extensions()
             .get::<portcullis_tower::RequestId>()
             .cloned();
-        let path = req.uri().path().to_owned();
+        // A clone of the URI shares its bytes; the path is copied only for an error.
+        let uri = req.uri().clone();
         let answer = |p: Problem| -> Response<ProxyBody> {
             let p = p
-                .with_instance(path.clone())
+                .with_instance(uri.path())
                 .with_request_id(id.as_ref().map(|i| i.as_str()).unwrap_or_default());
             problem::response(p)
         };
@@ -145,6 +146,9 @@ impl Inner {
             }
         };
 
+        // Room for the headers the layers above add (request id, latency, rate-limit
+        // and security headers) without growing the map several times.
+        res.headers_mut().reserve(16);
         let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(res.headers_mut(), upgrade && switching);
         res.extensions_mut().insert(UpstreamTiming(upstream_time));
