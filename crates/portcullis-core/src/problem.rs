@@ -1,6 +1,6 @@
 //! RFC 9457 problem details: the one shape of every error the gateway produces.
 
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::fmt::Write as _;
 
 /// The problem type the IETF ratelimit draft registers for 429s.
@@ -13,10 +13,9 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 ///
 /// `code` is a stable machine-readable name for the error; `type` stays `about:blank`
 /// except for problems that have a registered type (the 429 quota-exceeded one).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Problem {
-    /// A URI reference identifying the problem type.
-    #[serde(rename = "type")]
+    /// A URI reference identifying the problem type (the `type` member).
     pub type_uri: &'static str,
     /// Short human-readable summary, the reason phrase of `status`.
     pub title: &'static str,
@@ -24,16 +23,34 @@ pub struct Problem {
     pub status: u16,
     /// Human-readable explanation specific to this occurrence.
     pub detail: String,
-    /// The request path, when the request line could be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The request path, when the request line could be read (omitted when `None`).
     pub instance: Option<String>,
     /// Stable machine-readable error name, e.g. `body_too_large`.
     pub code: &'static str,
     /// The request id, the same as in `X-Request-ID` and in the access log.
     pub request_id: String,
-    /// Extension members (e.g. `violated-policies`, `retry_after` of a 429).
-    #[serde(flatten)]
-    pub extensions: serde_json::Map<String, serde_json::Value>,
+    /// Extension members, in order (e.g. `violated-policies`, `retry_after` of a 429).
+    pub extensions: Vec<(&'static str, serde_json::Value)>,
+}
+
+/// The members in the order [`Problem::to_json`] writes them.
+impl Serialize for Problem {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("type", self.type_uri)?;
+        map.serialize_entry("title", self.title)?;
+        map.serialize_entry("status", &self.status)?;
+        map.serialize_entry("detail", &self.detail)?;
+        if let Some(instance) = &self.instance {
+            map.serialize_entry("instance", instance)?;
+        }
+        map.serialize_entry("code", self.code)?;
+        map.serialize_entry("request_id", &self.request_id)?;
+        for (name, value) in &self.extensions {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 impl Problem {
@@ -47,7 +64,7 @@ impl Problem {
             instance: None,
             code,
             request_id: String::new(),
-            extensions: serde_json::Map::new(),
+            extensions: Vec::new(),
         }
     }
 
@@ -66,12 +83,15 @@ impl Problem {
             format!("policy '{policy}' allows {limit} requests per {window}"),
         );
         p.type_uri = QUOTA_EXCEEDED;
-        p.extensions
-            .insert("violated-policies".into(), serde_json::json!(violated));
-        p.extensions
-            .insert("policy".into(), serde_json::json!(policy));
-        p.extensions
-            .insert("retry_after".into(), serde_json::json!(retry_after_secs));
+        let violated = violated
+            .iter()
+            .map(|v| serde_json::Value::String((*v).to_owned()))
+            .collect();
+        p.extensions = vec![
+            ("violated-policies", serde_json::Value::Array(violated)),
+            ("policy", serde_json::Value::String(policy.to_owned())),
+            ("retry_after", serde_json::Value::from(retry_after_secs)),
+        ];
         p
     }
 
@@ -233,10 +253,10 @@ mod tests {
             .with_instance("/p\u{1}\u{8}\u{c}\u{1f}\n\r\t\u{7f}é😀")
             .with_request_id("id");
         p.detail.push_str(" \u{0}</script>");
-        p.extensions.insert(
-            "nested".into(),
+        p.extensions.push((
+            "nested",
             serde_json::json!({"a": [1, -2.5, true, false, null, "x\"y"], "b": {}}),
-        );
+        ));
         let ours: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
         let serde: serde_json::Value = serde_json::to_value(&p).unwrap();
         assert_eq!(ours, serde);

@@ -86,6 +86,9 @@ pub(crate) struct Metrics {
     upstream_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     inflight: Gauge,
     decisions: Family<DecisionLabels, Counter>,
+    /// The `decisions` series of each configured policy, by outcome (in the order of
+    /// [`OUTCOMES`]): looked up by name without building labels on every decision.
+    policy_decisions: Vec<(String, [Counter; 4])>,
     store_errors: Family<StoreLabels, Counter>,
     store_duration: Histogram,
     fallback_active: Gauge,
@@ -188,8 +191,25 @@ impl Metrics {
             "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open",
             circuit,
         );
+        let policy_decisions = config
+            .policy
+            .iter()
+            .map(|p| {
+                let name = p.name.get_ref().clone();
+                let series = OUTCOMES.map(|outcome| {
+                    decisions
+                        .get_or_create(&DecisionLabels {
+                            policy: name.clone(),
+                            outcome: outcome.as_str(),
+                        })
+                        .clone()
+                });
+                (name, series)
+            })
+            .collect();
         Metrics {
             registry,
+            policy_decisions,
             webhook_verifications,
             slo_budget,
             slo_burn,
@@ -683,9 +703,23 @@ impl ObserveHook for Telemetry {
     }
 }
 
+/// Every [`Outcome`], in the order of `Metrics::policy_decisions`.
+const OUTCOMES: [Outcome; 4] = [
+    Outcome::Allowed,
+    Outcome::Limited,
+    Outcome::ShadowLimited,
+    Outcome::Bypassed,
+];
+
 impl DecisionHook for Telemetry {
     fn on_decision(&self, policy: &str, outcome: Outcome) {
         let m = &self.metrics;
+        if let Some((_, series)) = m.policy_decisions.iter().find(|(name, _)| name == policy) {
+            if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+                series[i].inc();
+                return;
+            }
+        }
         m.decisions
             .get_or_create(&DecisionLabels {
                 policy: policy.to_owned(),

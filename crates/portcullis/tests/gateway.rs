@@ -9,6 +9,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value;
 use support::*;
 
@@ -756,6 +757,31 @@ async fn access_log_redacts_query_secrets_and_hashes_the_client() {
     assert!(
         !client.contains("127.0.0.1"),
         "client is hashed by default (redaction = \"hash\"): {line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_after_every_kind_of_body() {
+    let (up, gw) = setup().await;
+    // Content-Length bodies, an empty 204, HEAD, and a chunked stream: after each, the
+    // upstream connection goes back to the pool and serves the next request.
+    let kinds = ["/echo/k", "/status/204", "/stream", "/echo/k2"];
+    for round in 0..3 {
+        for path in kinds {
+            let r = h1(gw.addr, "GET", path, &[], Bytes::new()).await;
+            assert!(r.status == 200 || r.status == 204, "{path}: {}", r.status);
+        }
+        let r = h1(gw.addr, "HEAD", "/echo/head", &[], Bytes::new()).await;
+        assert_eq!(r.status, 200, "HEAD round {round}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One connection per serving thread at most (the gateway runs one per CPU).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let conns: HashSet<usize> = up.seen().iter().map(|s| s.conn).collect();
+    assert!(
+        conns.len() <= threads,
+        "15 sequential requests used {} upstream connections for {threads} serving threads",
+        conns.len()
     );
 }
 

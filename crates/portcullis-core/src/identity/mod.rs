@@ -126,7 +126,24 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// (`2001:db8:1:2::/64`), since one IPv6 host can use a whole /64.
 pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> String {
     match canonical_ip(ip) {
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V4(v4) => {
+            // Dotted decimal by hand: this runs for every limited request, and `Display`
+            // goes through the formatter four times.
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out
+        }
         IpAddr::V6(v6) => {
             let prefix = ipv6_prefix.min(128);
             let mask: u128 = if prefix == 0 {

@@ -103,6 +103,15 @@ fn ipv6_keyed_by_prefix_and_mapped_v4_is_v4() {
     );
     assert_eq!(client_key(ip("::ffff:203.0.113.7"), 64), "203.0.113.7");
     assert_eq!(client_key(ip("203.0.113.7"), 64), "203.0.113.7");
+    for v4 in [
+        "0.0.0.0",
+        "255.255.255.255",
+        "10.0.100.9",
+        "1.20.199.250",
+        "100.10.1.0",
+    ] {
+        assert_eq!(client_key(ip(v4), 64), v4);
+    }
     assert_eq!(client_key(ip("2001:db8::1"), 0), "::/0");
     assert_eq!(client_key(ip("2001:db8::1"), 128), "2001:db8::1/128");
 }

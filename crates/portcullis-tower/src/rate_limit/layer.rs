@@ -64,9 +64,10 @@ impl<S: Clone, St, H> Clone for RateLimit<S, St, H> {
     }
 }
 
-fn add_headers<B>(res: &mut Response<B>, headers: &[(&'static str, String)]) {
+fn add_headers<B>(res: &mut Response<B>, headers: Vec<(&'static str, String)>) {
     for (name, value) in headers {
-        if let Ok(v) = HeaderValue::from_str(value) {
+        // From the `String` itself: its buffer becomes the value, no copy.
+        if let Ok(v) = HeaderValue::try_from(value) {
             res.headers_mut().insert(HeaderName::from_static(name), v);
         }
     }
@@ -119,7 +120,7 @@ where
                         decision: Some("allowed"),
                     };
                     let mut res = inner.call(req).await?;
-                    add_headers(&mut res, &headers);
+                    add_headers(&mut res, headers);
                     res
                 }
                 Verdict::Limited {
@@ -134,7 +135,7 @@ where
                     let problem =
                         Problem::quota_exceeded(&policy, limit, &window, &names, retry_after);
                     let mut res: Response<RB> = crate::problem::for_request(&req, problem);
-                    add_headers(&mut res, &headers);
+                    add_headers(&mut res, headers);
                     res.headers_mut()
                         .insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
                     summary = RateLimitSummary {

@@ -1,3 +1,4 @@
+use super::pool::Lease;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -10,14 +11,26 @@ pin_project! {
     /// The gateway's response body: the upstream's, streamed, or one the gateway made.
     #[project = ProxyBodyProj]
     pub(crate) enum ProxyBody {
-        Upstream { #[pin] body: Incoming },
+        Upstream { #[pin] body: Incoming, lease: Option<Lease> },
         Full { #[pin] body: Full<Bytes> },
     }
 }
 
 impl ProxyBody {
-    pub(crate) fn upstream(body: Incoming) -> Self {
-        ProxyBody::Upstream { body }
+    /// The upstream's body; its connection returns to the pool when the body has ended
+    /// (`lease: None` for a connection that must not be reused). A body dropped before
+    /// its end drops the lease, and with it the connection.
+    pub(crate) fn upstream(body: Incoming, lease: Option<Lease>) -> Self {
+        // An empty body (HEAD, 204, 304, `Content-Length: 0`) is over already: a server
+        // that sees `is_end_stream` never polls it, so give the connection back now.
+        let lease = match lease {
+            Some(lease) if body.is_end_stream() => {
+                lease.release();
+                None
+            }
+            other => other,
+        };
+        ProxyBody::Upstream { body, lease }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
@@ -36,7 +49,23 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+            ProxyBodyProj::Upstream { mut body, lease } => {
+                let frame = std::task::ready!(body.as_mut().poll_frame(cx));
+                let ended = match &frame {
+                    None => true,
+                    Some(Ok(_)) => body.is_end_stream(),
+                    Some(Err(_)) => {
+                        lease.take(); // a broken exchange: the connection is not reused
+                        false
+                    }
+                };
+                if ended {
+                    if let Some(lease) = lease.take() {
+                        lease.release();
+                    }
+                }
+                Poll::Ready(frame)
+            }
             ProxyBodyProj::Full { body } => body
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
@@ -45,14 +74,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body } => body.is_end_stream(),
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Full { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body } => body.size_hint(),
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Full { body } => body.size_hint(),
         }
     }

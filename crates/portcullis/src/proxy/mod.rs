@@ -7,14 +7,15 @@
 
 mod body;
 mod headers;
+mod pool;
 
 pub(crate) use body::{ProxyBody, ProxyRequestBody};
 
 use crate::health::UpstreamHealth;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+use pool::{Pool, SendError};
 use portcullis_core::problem::Problem;
 use portcullis_tower::body_limit::{is_length_limit_error, too_large};
 use portcullis_tower::{problem, ClientInfo, UpstreamTiming};
@@ -32,7 +33,7 @@ pub(crate) struct Proxy {
 }
 
 struct Inner {
-    client: Client<HttpConnector, ProxyRequestBody>,
+    pool: Arc<Pool>,
     authority: http::uri::Authority,
     request_timeout: Duration,
     max_body_bytes: u64,
@@ -49,17 +50,13 @@ impl Proxy {
         let authority = authority
             .parse::<http::uri::Authority>()
             .map_err(|e| format!("invalid upstream authority {authority:?}: {e}"))?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(request_timeout.min(Duration::from_secs(5))));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        let pool = Pool::new(
+            authority.as_str().to_owned(),
+            request_timeout.min(Duration::from_secs(5)),
+        );
         Ok(Proxy {
             inner: Arc::new(Inner {
-                client,
+                pool,
                 authority,
                 request_timeout,
                 max_body_bytes,
@@ -108,24 +105,25 @@ impl Inner {
         }
 
         let started = Instant::now();
-        let result = tokio::time::timeout(self.request_timeout, self.client.request(req)).await;
+        let result = tokio::time::timeout(self.request_timeout, self.pool.send(req)).await;
         let upstream_time = started.elapsed();
-        let mut res = match result {
-            Ok(Ok(res)) => {
+        let (mut res, lease) = match result {
+            Ok(Ok(pair)) => {
                 self.health.mark(true);
-                res
+                pair
             }
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Connect(e))) => {
+                self.health.mark(false);
+                tracing::debug!(error = %e, "cannot connect to the upstream");
+                return answer(Problem::new(
+                    502,
+                    "upstream_unreachable",
+                    format!("upstream {} is unreachable", self.authority),
+                ));
+            }
+            Ok(Err(SendError::Exchange(e))) => {
                 if is_length_limit_error(&e) {
                     return answer(too_large(self.max_body_bytes));
-                }
-                if e.is_connect() {
-                    self.health.mark(false);
-                    return answer(Problem::new(
-                        502,
-                        "upstream_unreachable",
-                        format!("upstream {} is unreachable", self.authority),
-                    ));
                 }
                 tracing::debug!(error = %e, "upstream exchange failed");
                 return answer(Problem::new(
@@ -156,7 +154,9 @@ impl Inner {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
         }
-        res.map(ProxyBody::upstream)
+        // An upgraded connection belongs to its tunnel from now on.
+        let lease = (!switching).then_some(lease);
+        res.map(|body| ProxyBody::upstream(body, lease))
     }
 
     /// Rewrites the request for the upstream: absolute URI, HTTP/1.1, no hop-by-hop
@@ -172,17 +172,19 @@ impl Inner {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let host = req.headers().get(http::header::HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        });
-        *req.uri_mut() = Uri::builder()
-            .scheme("http")
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| format!("cannot build upstream URI: {e}"))?;
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .cloned()
+            .or_else(|| {
+                req.uri()
+                    .authority()
+                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            })
+            // HTTP/1.1 needs a Host: without one from the client, name the upstream.
+            .or_else(|| http::HeaderValue::from_str(self.authority.as_str()).ok());
+        // Origin form (`/path?query`), as HTTP/1.1 sends it to an origin server.
+        *req.uri_mut() = Uri::from(path_and_query);
         *req.version_mut() = http::Version::HTTP_11;
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers, upgrade);
