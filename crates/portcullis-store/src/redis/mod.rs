@@ -113,7 +113,25 @@ pub struct RedisHealth {
     pub errors: u64,
 }
 
+/// Stores get a process-unique id, so a thread's own connections are never mixed up
+/// between two stores (tests create many; an address could be reused).
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A serving thread's own connections, one per store: see [`RedisStore::call_conn`].
+struct ThreadConns {
+    conns: Vec<(u64, ConnectionManager)>,
+    /// When connecting last failed, per store: retried at most once a second.
+    failed: Vec<(u64, Instant)>,
+}
+
+thread_local! {
+    static THREAD_CONNS: std::cell::RefCell<ThreadConns> = const {
+        std::cell::RefCell::new(ThreadConns { conns: Vec::new(), failed: Vec::new() })
+    };
+}
+
 struct Inner {
+    id: u64,
     settings: RedisSettings,
     conn: RwLock<Option<Conn>>,
     script: redis::Script,
@@ -147,6 +165,7 @@ impl RedisStore {
         let fallback = Arc::new(MemoryStore::new(settings.local_max_keys, SystemClock));
         let store = RedisStore {
             inner: Arc::new(Inner {
+                id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
                 settings,
                 conn: RwLock::new(None),
                 script: redis::Script::new(SCRIPT),
@@ -300,6 +319,55 @@ impl RedisStore {
         }
     }
 
+    /// The connection a call uses. On a single-threaded runtime (the gateway's serving
+    /// threads) that is the thread's own multiplexed connection, made on first use: its
+    /// driver task then runs on the same thread as the request, and a decision costs no
+    /// wake-up of another thread on the way out or back. Elsewhere, and while a thread
+    /// cannot connect, the shared connection.
+    async fn call_conn(&self) -> Option<Conn> {
+        let own_thread = matches!(self.inner.settings.target, RedisTarget::Single(_))
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if own_thread {
+            let id = self.inner.id;
+            let (found, may_connect) = THREAD_CONNS.with(|t| {
+                let t = t.borrow();
+                let found = t
+                    .conns
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, c)| c.clone());
+                let may_connect = !t
+                    .failed
+                    .iter()
+                    .any(|(i, at)| *i == id && at.elapsed() < Duration::from_secs(1));
+                (found, may_connect)
+            });
+            if let Some(c) = found {
+                return Some(Conn::Single(c));
+            }
+            if may_connect && !self.inner.down.load(Ordering::Relaxed) {
+                match self.connect().await {
+                    Ok(Conn::Single(c)) => {
+                        THREAD_CONNS.with(|t| {
+                            let mut t = t.borrow_mut();
+                            t.failed.retain(|(i, _)| *i != id);
+                            t.conns.push((id, c.clone()));
+                        });
+                        return Some(Conn::Single(c));
+                    }
+                    Ok(Conn::Cluster(_)) => {}
+                    Err(_) => THREAD_CONNS.with(|t| {
+                        let mut t = t.borrow_mut();
+                        t.failed.retain(|(i, _)| *i != id);
+                        t.failed.push((id, Instant::now()));
+                    }),
+                }
+            }
+        }
+        self.inner.conn.read().ok().and_then(|c| c.clone())
+    }
+
     fn args(checks: &[Check]) -> Vec<u64> {
         let mut args = Vec::with_capacity(checks.len() * 5);
         for c in checks {
@@ -317,7 +385,7 @@ impl RedisStore {
     }
 
     async fn invoke(&self, mode: &str, checks: &[Check]) -> Result<Vec<i64>, StoreError> {
-        let conn = self.inner.conn.read().ok().and_then(|c| c.clone());
+        let conn = self.call_conn().await;
         let Some(mut conn) = conn else {
             return Err(StoreError::Unavailable("not connected".into()));
         };
@@ -392,7 +460,7 @@ impl RedisStore {
     /// One command with the per-call timeout, counted like a script call (observer,
     /// error count, down state).
     async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
-        let conn = self.inner.conn.read().ok().and_then(|c| c.clone());
+        let conn = self.call_conn().await;
         let Some(mut conn) = conn else {
             return Err(StoreError::Unavailable("not connected".into()));
         };
