@@ -50,6 +50,16 @@ struct Entry {
     full_at: u64,
 }
 
+/// xorshift64*: cheap, and good enough to pick eviction samples.
+pub(crate) fn xorshift64star(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
 struct Shard {
     map: Map,
     rng: u64,
@@ -57,13 +67,7 @@ struct Shard {
 
 impl Shard {
     fn next_random(&mut self) -> u64 {
-        // xorshift64*: cheap, and good enough to pick eviction samples.
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        xorshift64star(&mut self.rng)
     }
 
     /// Makes room for one more entry.

@@ -23,12 +23,7 @@ struct Shard {
 
 impl Shard {
     fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        crate::memory::xorshift64star(&mut self.rng)
     }
 
     fn make_room(&mut self, now: u64) {

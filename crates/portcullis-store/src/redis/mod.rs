@@ -405,6 +405,16 @@ impl RedisStore {
             }
         };
         let result = tokio::time::timeout(self.inner.settings.timeout, call).await;
+        self.settle(started, result)
+    }
+
+    /// The outcome of one timed call, counted: the observer hears of it, and it moves
+    /// the store towards up or down.
+    fn settle<T>(
+        &self,
+        started: Instant,
+        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
         let outcome = match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e))
@@ -471,24 +481,8 @@ impl RedisStore {
                 Conn::Cluster(c) => cmd.query_async::<T>(c).await,
             }
         };
-        let outcome = match tokio::time::timeout(self.inner.settings.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e))
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
-            {
-                Err(StoreError::Protocol(e.to_string()))
-            }
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Timeout),
-        };
-        if let Some(o) = &self.inner.observer {
-            o.on_call(started.elapsed(), outcome.is_ok());
-        }
-        match &outcome {
-            Ok(_) => self.mark_up(),
-            Err(_) => self.mark_error(),
-        }
-        outcome
+        let result = tokio::time::timeout(self.inner.settings.timeout, call).await;
+        self.settle(started, result)
     }
 
     async fn remember_remote(&self, key: &StoreKey, ttl: Duration) -> Result<bool, StoreError> {
