@@ -3,7 +3,6 @@
 
 use crate::config::RateLimitHeaders;
 use crate::limit::{retry_after_secs, Decision, Nanos, Quota};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 /// One enforcing policy's decision for a request.
@@ -52,6 +51,11 @@ pub fn effective_window_secs(d: &Decision) -> u64 {
 /// A structured-field string: `"name"` with `\` and `"` escaped.
 pub fn sf_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
+    push_sf_string(&mut out, s);
+    out
+}
+
+fn push_sf_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         if c == '"' || c == '\\' {
@@ -60,6 +64,29 @@ pub fn sf_string(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
+}
+
+/// Appends `n` in decimal. Header rendering runs on every limited response, and `fmt`
+/// costs several times more than this for the handful of integers it writes.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
+fn u64_string(n: u64) -> String {
+    let mut out = String::with_capacity(20);
+    push_u64(&mut out, n);
     out
 }
 
@@ -76,31 +103,28 @@ pub fn render(
     if matches!(kind, RateLimitHeaders::Legacy | RateLimitHeaders::Both) {
         let r = &reports[t];
         let reset_at = Duration::from_nanos(now) + r.decision.reset_after;
-        out.push(("x-ratelimit-limit", r.quota.limit.to_string()));
-        out.push(("x-ratelimit-remaining", r.decision.remaining.to_string()));
-        out.push(("x-ratelimit-reset", ceil_secs(reset_at).to_string()));
+        out.push(("x-ratelimit-limit", u64_string(r.quota.limit)));
+        out.push(("x-ratelimit-remaining", u64_string(r.decision.remaining)));
+        out.push(("x-ratelimit-reset", u64_string(ceil_secs(reset_at))));
     }
     if matches!(kind, RateLimitHeaders::Ietf | RateLimitHeaders::Both) {
-        let mut policy = String::new();
-        let mut limit = String::new();
+        let mut policy = String::with_capacity(40 * reports.len());
+        let mut limit = String::with_capacity(40 * reports.len());
         for (i, r) in reports.iter().enumerate() {
             if i > 0 {
                 policy.push_str(", ");
                 limit.push_str(", ");
             }
-            let name = sf_string(r.name);
-            let _ = write!(
-                policy,
-                "{name};q={};w={}",
-                r.quota.limit,
-                ceil_secs(r.quota.window).max(1)
-            );
-            let _ = write!(
-                limit,
-                "{name};r={};t={}",
-                r.decision.remaining,
-                effective_window_secs(&r.decision)
-            );
+            push_sf_string(&mut policy, r.name);
+            policy.push_str(";q=");
+            push_u64(&mut policy, r.quota.limit);
+            policy.push_str(";w=");
+            push_u64(&mut policy, ceil_secs(r.quota.window).max(1));
+            push_sf_string(&mut limit, r.name);
+            limit.push_str(";r=");
+            push_u64(&mut limit, r.decision.remaining);
+            limit.push_str(";t=");
+            push_u64(&mut limit, effective_window_secs(&r.decision));
         }
         out.push(("ratelimit-policy", policy));
         out.push(("ratelimit", limit));
@@ -178,5 +202,12 @@ mod tests {
     #[test]
     fn names_are_quoted_and_escaped() {
         assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+
+    #[test]
+    fn integers_are_written_like_display() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, 1_000_000_007, u64::MAX] {
+            assert_eq!(u64_string(n), n.to_string());
+        }
     }
 }

@@ -65,10 +65,23 @@ impl<S: Clone, St, H> Clone for RateLimit<S, St, H> {
 }
 
 fn add_headers<B>(res: &mut Response<B>, headers: Vec<(&'static str, String)>) {
+    static NAMES: [HeaderName; 5] = [
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderName::from_static("x-ratelimit-reset"),
+        HeaderName::from_static("ratelimit-policy"),
+        HeaderName::from_static("ratelimit"),
+    ];
     for (name, value) in headers {
-        // From the `String` itself: its buffer becomes the value, no copy.
+        // A prebuilt name (parsing one costs more than the insert), and the `String`'s
+        // own buffer as the value, no copy.
+        let name = NAMES
+            .iter()
+            .find(|n| n.as_str() == name)
+            .cloned()
+            .unwrap_or_else(|| HeaderName::from_static(name));
         if let Ok(v) = HeaderValue::try_from(value) {
-            res.headers_mut().insert(HeaderName::from_static(name), v);
+            res.headers_mut().insert(name, v);
         }
     }
 }

@@ -39,16 +39,28 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes hop-by-hop headers; with `keep_upgrade`, leaves `Connection: upgrade` and
 /// `Upgrade` so a protocol switch can pass through.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names instead of nine hashed removals: most messages carry none.
-    let any = headers
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(k) || k == header::PROXY_AUTHORIZATION);
-    if !any {
+    // One pass notes which hop-by-hop fields are present (bit i: HOP_BY_HOP[i], bit 8:
+    // Proxy-Authorization); only those are removed, each removal being a hash lookup.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name == header::PROXY_AUTHORIZATION {
+            present |= 1 << HOP_BY_HOP.len();
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present & 1 != 0 {
+        // Fields named by Connection, other than the standard ones handled below.
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+            })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
@@ -58,26 +70,32 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
-    headers.remove(header::PROXY_AUTHORIZATION);
+    if present & (1 << HOP_BY_HOP.len()) != 0 {
+        headers.remove(header::PROXY_AUTHORIZATION);
+    }
     if let Some(upgrade) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
     }
 }
 
-/// Appends the peer to `X-Forwarded-For`, replaces `X-Forwarded-Proto` with what the
-/// trusted-proxy rule decided, and sets `X-Forwarded-Host` to the requested host.
 pub(super) fn set_forwarded(
     headers: &mut HeaderMap,
     client: Option<ClientInfo>,
     host: Option<HeaderValue>,
 ) {
     let Some(client) = client else { return };
-    let peer = portcullis_core::identity::canonical_ip(client.peer.ip()).to_string();
-    let mut xff = String::new();
+    let peer = match portcullis_core::identity::canonical_ip(client.peer.ip()) {
+        // The key form of an IPv4 address is the address, written without `fmt`.
+        ip @ std::net::IpAddr::V4(_) => portcullis_core::identity::client_key(ip, 128),
+        ip => ip.to_string(),
+    };
+    let mut xff = String::with_capacity(48);
     for v in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(v) = v.to_str() {
             if !v.trim().is_empty() {
@@ -87,7 +105,7 @@ pub(super) fn set_forwarded(
         }
     }
     xff.push_str(&peer);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     let proto = if client.identity.https {
