@@ -65,18 +65,8 @@ pub(crate) fn routes(config: &Config) -> Result<Vec<WebhookRoute>, String> {
         .webhook
         .iter()
         .map(|w| {
-            let var = &w.secret_env;
-            let path = w.path.as_str();
-            let value = std::env::var(var).unwrap_or_default();
-            if value.trim().is_empty() {
-                return Err(format!(
-                    "[[webhook]] path = \"{path}\": the environment variable {var} (secret_env) is not set or empty"
-                ));
-            }
-            let secrets = Secrets::parse(&value);
-            secrets.validate(w.scheme).map_err(|e| {
-                format!("[[webhook]] path = \"{path}\": {var} (secret_env): {e}")
-            })?;
+            let secrets = load_secrets(&w.secret_env, "secret_env", w.scheme)
+                .map_err(|e| format!("[[webhook]] path = \"{}\": {e}", w.path.as_str()))?;
             Ok(WebhookRoute {
                 pattern: w.path.clone(),
                 scheme: w.scheme,
@@ -85,6 +75,22 @@ pub(crate) fn routes(config: &Config) -> Result<Vec<WebhookRoute>, String> {
             })
         })
         .collect()
+}
+
+/// The secrets in the environment variable `var` (`what` names where it was given, for
+/// the error), checked for `scheme`. Errors name the variable, never a secret.
+pub(crate) fn load_secrets(var: &str, what: &str, scheme: Scheme) -> Result<Secrets, String> {
+    let value = std::env::var(var).unwrap_or_default();
+    if value.trim().is_empty() {
+        return Err(format!(
+            "the environment variable {var} ({what}) is not set or empty"
+        ));
+    }
+    let secrets = Secrets::parse(&value);
+    secrets
+        .validate(scheme)
+        .map_err(|e| format!("{var} ({what}): {e}"))?;
+    Ok(secrets)
 }
 
 /// What the layer shares between requests.
@@ -366,7 +372,7 @@ fn replay_ttl(tolerance: Duration, timestamp: Option<i64>, now: i64) -> Duration
     ttl
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

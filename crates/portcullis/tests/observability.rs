@@ -145,6 +145,47 @@ async fn slo_budget_and_burn_rates_over_admin_and_metrics() {
 }
 
 #[tokio::test]
+async fn gateway_made_failures_spend_the_budget_and_client_errors_do_not() {
+    let slo = "[[slo]]\nname = \"all\"\nroutes = [\"/*\"]\nobjective = 99.0\n";
+    let up = Upstream::start().await;
+    let live = Gateway::start_with_env(
+        &config(&up.url(), "", slo),
+        &[("PORTCULLIS_ADMIN_TOKEN", TOKEN)],
+    )
+    .await;
+    for path in ["/status/404", "/status/400", "/status/200"] {
+        get(live.addr, path).await;
+    }
+    let dead_upstream = format!("http://127.0.0.1:{}", dead_port());
+    let dead = Gateway::start_with_env(
+        &config(&dead_upstream, "", slo),
+        &[("PORTCULLIS_ADMIN_TOKEN", TOKEN)],
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(get(dead.addr, "/api/x").await.status, 502);
+    }
+    for (gw, want) in [(&live, (3, 3)), (&dead, (0, 2))] {
+        let mut got = (u64::MAX, u64::MAX);
+        for _ in 0..100 {
+            let body = admin_call(gw, "GET", "/admin/slo", Some(TOKEN), &[])
+                .await
+                .json();
+            let s = &body["slos"][0];
+            got = (
+                s["good"].as_u64().unwrap_or(0),
+                s["total"].as_u64().unwrap_or(0),
+            );
+            if got.1 == want.1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(got, want, "(good, total)");
+    }
+}
+
+#[tokio::test]
 async fn admin_slo_with_no_slos_is_an_empty_list() {
     let up = Upstream::start().await;
     let gw = Gateway::start_with_env(

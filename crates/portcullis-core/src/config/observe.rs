@@ -19,6 +19,33 @@ pub enum WebhookScheme {
     HmacSha256,
 }
 
+impl WebhookScheme {
+    /// Every scheme, in the order SPEC lists them.
+    pub const ALL: [WebhookScheme; 4] = [
+        WebhookScheme::Standard,
+        WebhookScheme::Github,
+        WebhookScheme::Stripe,
+        WebhookScheme::HmacSha256,
+    ];
+
+    /// The name the configuration and the command line use (`hmac_sha256`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookScheme::Standard => "standard",
+            WebhookScheme::Github => "github",
+            WebhookScheme::Stripe => "stripe",
+            WebhookScheme::HmacSha256 => "hmac_sha256",
+        }
+    }
+
+    /// The scheme called `name` (as [`WebhookScheme::as_str`] writes it, any case).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
 /// One `[[webhook]]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,7 @@
 //! apply to which routes, and warn about what can never take effect.
 
 use super::{load_config_with_text, Failure};
-use portcullis_core::config::{analyze, load, Config, WebhookScheme};
+use portcullis_core::config::{analyze, load, Config};
 use std::path::Path;
 
 pub(super) fn run(path: Option<&Path>) -> Result<(), Failure> {
@@ -68,12 +68,7 @@ fn route_table(config: &Config) -> String {
     if !config.webhook.is_empty() {
         out.push_str("\n# webhooks, verified before the upstream sees them\n");
         for w in &config.webhook {
-            let scheme = match w.scheme {
-                WebhookScheme::Standard => "standard",
-                WebhookScheme::Github => "github",
-                WebhookScheme::Stripe => "stripe",
-                WebhookScheme::HmacSha256 => "hmac_sha256",
-            };
+            let scheme = w.scheme.as_str();
             let set = if std::env::var(&w.secret_env).is_ok_and(|v| !v.trim().is_empty()) {
                 "set"
             } else {

@@ -10,7 +10,6 @@ use clap::Subcommand;
 use portcullis_core::config::DurationValue;
 use portcullis_core::webhook::{self, github, hmac, standard, stripe, Scheme, Secrets};
 use std::io::Read;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum WebhookCommand {
@@ -72,7 +71,7 @@ fn sign(
     let scheme = parse_scheme(scheme)?;
     let secrets = secrets(secret_env, scheme)?;
     let timestamp = match timestamp {
-        None => now(),
+        None => crate::webhook::unix_now(),
         Some(t) => t.trim().parse::<i64>().map_err(|_| {
             Failure::Config(format!(
                 "--timestamp must be Unix seconds (an integer), got {t:?}"
@@ -118,7 +117,14 @@ fn verify(
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     };
-    match webhook::verify(scheme, &secrets, &lookup, &body, now(), tolerance) {
+    match webhook::verify(
+        scheme,
+        &secrets,
+        &lookup,
+        &body,
+        crate::webhook::unix_now(),
+        tolerance,
+    ) {
         Ok(v) => {
             println!(
                 "valid: signed with secret #{} of {} (replay id {})",
@@ -133,30 +139,17 @@ fn verify(
 }
 
 fn parse_scheme(s: &str) -> Result<Scheme, Failure> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "standard" => Ok(Scheme::Standard),
-        "github" => Ok(Scheme::Github),
-        "stripe" => Ok(Scheme::Stripe),
-        "hmac_sha256" | "hmac-sha256" => Ok(Scheme::HmacSha256),
-        _ => Err(Failure::Config(format!(
+    // `hmac-sha256` too: people type hyphens on command lines.
+    Scheme::from_name(&s.replace('-', "_")).ok_or_else(|| {
+        Failure::Config(format!(
             "unknown --scheme {s:?}: expected standard, github, stripe or hmac_sha256"
-        ))),
-    }
+        ))
+    })
 }
 
 /// The secrets in `var`, checked for `scheme`; errors name the variable, never a secret.
 fn secrets(var: &str, scheme: Scheme) -> Result<Secrets, Failure> {
-    let value = std::env::var(var).unwrap_or_default();
-    if value.trim().is_empty() {
-        return Err(Failure::Config(format!(
-            "the environment variable {var} (--secret-env) is not set or empty"
-        )));
-    }
-    let secrets = Secrets::parse(&value);
-    secrets
-        .validate(scheme)
-        .map_err(|e| Failure::Config(format!("{var}: {e}")))?;
-    Ok(secrets)
+    crate::webhook::load_secrets(var, "--secret-env", scheme).map_err(Failure::Config)
 }
 
 fn stdin() -> Result<Vec<u8>, Failure> {
@@ -166,12 +159,6 @@ fn stdin() -> Result<Vec<u8>, Failure> {
         .read_to_end(&mut body)
         .map_err(|e| Failure::Config(format!("cannot read the body on stdin: {e}")))?;
     Ok(body)
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Header names as senders usually write them.
