@@ -18,6 +18,7 @@
 pub mod config;
 pub mod headers;
 pub mod identity;
+pub mod json;
 pub mod limit;
 pub mod policy;
 pub mod problem;

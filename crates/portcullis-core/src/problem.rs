@@ -1,5 +1,6 @@
 //! RFC 9457 problem details: the one shape of every error the gateway produces.
 
+use crate::json;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::fmt::Write as _;
 
@@ -115,98 +116,30 @@ impl Problem {
             160 + self.type_uri.len() + self.detail.len() + self.request_id.len(),
         );
         out.push_str("{\"type\":");
-        push_json_str(&mut out, self.type_uri);
+        json::push_str(&mut out, self.type_uri);
         out.push_str(",\"title\":");
-        push_json_str(&mut out, self.title);
+        json::push_str(&mut out, self.title);
         out.push_str(",\"status\":");
         let _ = write!(out, "{}", self.status);
         out.push_str(",\"detail\":");
-        push_json_str(&mut out, &self.detail);
+        json::push_str(&mut out, &self.detail);
         if let Some(instance) = &self.instance {
             out.push_str(",\"instance\":");
-            push_json_str(&mut out, instance);
+            json::push_str(&mut out, instance);
         }
         out.push_str(",\"code\":");
-        push_json_str(&mut out, self.code);
+        json::push_str(&mut out, self.code);
         out.push_str(",\"request_id\":");
-        push_json_str(&mut out, &self.request_id);
+        json::push_str(&mut out, &self.request_id);
         for (name, value) in &self.extensions {
             out.push(',');
-            push_json_str(&mut out, name);
+            json::push_str(&mut out, name);
             out.push(':');
-            push_json_value(&mut out, value);
+            json::push_value(&mut out, value);
         }
         out.push('}');
         out
     }
-}
-
-/// Appends `v` as compact JSON, as `serde_json` writes it.
-fn push_json_value(out: &mut String, v: &serde_json::Value) {
-    use serde_json::Value;
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::String(s) => push_json_str(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_value(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_str(out, k);
-                out.push(':');
-                push_json_value(out, item);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// Appends `s` as a JSON string literal (RFC 8259 escapes).
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
 }
 
 /// The reason phrase of the status codes the gateway produces itself.
