@@ -106,15 +106,14 @@ where
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
         let headers = res.headers_mut();
+        // One lookup each: the entry is filled only when the upstream left it empty.
         for (name, value) in &this.compiled.always {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
+            headers.entry(name).or_insert_with(|| value.clone());
         }
         if let (true, Some(hsts)) = (*this.https, &this.compiled.hsts) {
-            if !headers.contains_key(http::header::STRICT_TRANSPORT_SECURITY) {
-                headers.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-            }
+            headers
+                .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                .or_insert_with(|| hsts.clone());
         }
         Poll::Ready(Ok(res))
     }

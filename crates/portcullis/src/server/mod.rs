@@ -126,6 +126,24 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// Calls the connection's stack when it is ready at once (every layer of ours is), else a
+/// fresh clone of it through `oneshot`, which waits for readiness as tower requires.
+fn call_ready(
+    stack: &std::cell::RefCell<crate::stack::Stack>,
+    spare: &crate::stack::Stack,
+    req: hyper::Request<Incoming>,
+) -> <crate::stack::Stack as tower::Service<hyper::Request<Incoming>>>::Future {
+    use std::task::{Context, Poll, Waker};
+    use tower::Service;
+    if let Ok(mut svc) = stack.try_borrow_mut() {
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) {
+            return svc.call(req);
+        }
+    }
+    Box::pin(spare.clone().oneshot(req))
+}
+
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -148,9 +166,12 @@ async fn serve_connection(
         }
     };
     let io = TokioIo::new(Rewind::new(prefix, stream));
+    // One clone of the stack per connection, not per request: hyper asks for `Fn`, and a
+    // request's call does not outlive the borrow (the future owns what it needs).
+    let stack = std::cell::RefCell::new(service.stack.clone());
     let hyper_service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
-        service.stack.clone().oneshot(req)
+        call_ready(&stack, &service.stack, req)
     });
     if h2 {
         let conn = http2::Builder::new(TokioExecutor::new())
