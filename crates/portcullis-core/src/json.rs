@@ -4,6 +4,12 @@
 
 use std::fmt::Write as _;
 
+/// Appends `n` in decimal (as JSON writes an unsigned integer), through `itoa`: `fmt`
+/// costs several times more for the handful of integers every response carries.
+pub fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
 /// Appends `v` as compact JSON, as `serde_json` writes it.
 pub fn push_value(out: &mut String, v: &serde_json::Value) {
     use serde_json::Value;

@@ -2,7 +2,6 @@
 
 use crate::json;
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use std::fmt::Write as _;
 
 /// The problem type the IETF ratelimit draft registers for 429s.
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
@@ -120,7 +119,7 @@ impl Problem {
         out.push_str(",\"title\":");
         json::push_str(&mut out, self.title);
         out.push_str(",\"status\":");
-        let _ = write!(out, "{}", self.status);
+        json::push_u64(&mut out, u64::from(self.status));
         out.push_str(",\"detail\":");
         json::push_str(&mut out, &self.detail);
         if let Some(instance) = &self.instance {

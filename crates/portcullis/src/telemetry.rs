@@ -438,9 +438,7 @@ pub(crate) fn access_log_line(r: &RequestRecord, now_unix_ms: u128, redactor: &R
     use portcullis_core::json::push_str;
     let mut out = String::with_capacity(256 + r.path.len());
     let text = |out: &mut String, s: &str| push_str(out, &redactor.redact_str(s));
-    let number = |out: &mut String, n: u64| {
-        let _ = std::fmt::Write::write_fmt(out, format_args!("{n}"));
-    };
+    let number = portcullis_core::json::push_u64;
     out.push_str("{\"ts\":");
     push_str(&mut out, &rfc3339_millis(now_unix_ms));
     out.push_str(",\"request_id\":");

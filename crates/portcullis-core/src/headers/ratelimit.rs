@@ -57,32 +57,20 @@ pub fn sf_string(s: &str) -> String {
 
 fn push_sf_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+    if s.bytes().any(|b| b == b'"' || b == b'\\') {
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
         }
-        out.push(c);
+    } else {
+        out.push_str(s);
     }
     out.push('"');
 }
 
-/// Appends `n` in decimal. Header rendering runs on every limited response, and `fmt`
-/// costs several times more than this for the handful of integers it writes.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
-}
+use crate::json::push_u64;
 
 fn u64_string(n: u64) -> String {
     let mut out = String::with_capacity(20);
