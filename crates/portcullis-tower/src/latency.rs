@@ -97,7 +97,7 @@ where
         let upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
         let headers = res.headers_mut();
         headers.insert(X_LATENCY_MS.clone(), HeaderValue::from(latency_ms(elapsed)));
-        if let Ok(v) = HeaderValue::from_str(&server_timing(elapsed, upstream)) {
+        if let Ok(v) = HeaderValue::try_from(server_timing(elapsed, upstream)) {
             headers.insert(SERVER_TIMING.clone(), v);
         }
         Poll::Ready(Ok(res))

@@ -6,7 +6,6 @@ mod security;
 pub use security::SecurityHeaders;
 
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Which client-sent `X-Request-ID` values are kept (`[headers] accept_request_id`).
@@ -66,7 +65,7 @@ pub fn server_timing(gateway: Duration, upstream: Option<Duration>) -> String {
 
 fn push_ms(out: &mut String, d: Duration) {
     let micros = d.as_micros();
-    let _ = write!(out, "{}", micros / 1000);
+    crate::json::push_u64(out, u64::try_from(micros / 1000).unwrap_or(u64::MAX));
     let frac = (micros % 1000) as u16;
     out.push('.');
     for digit in [frac / 100, frac / 10 % 10, frac % 10] {
