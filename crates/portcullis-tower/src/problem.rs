@@ -8,12 +8,7 @@ use portcullis_core::problem::{Problem, CONTENT_TYPE};
 /// Builds an `application/problem+json` response for a request, filling in its id and
 /// path. `B` is the response body type of the service being wrapped.
 pub fn for_request<B: From<Bytes>, T>(req: &Request<T>, problem: Problem) -> Response<B> {
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.as_str().to_owned())
-        .unwrap_or_default();
-    response(problem.with_request_id(id).with_instance(req.uri().path()))
+    for_request_of(req.extensions(), req.uri(), problem)
 }
 
 /// Builds an `application/problem+json` response from a complete problem.
@@ -31,10 +26,18 @@ pub fn response<B: From<Bytes>>(problem: Problem) -> Response<B> {
 
 /// [`for_request`] from the parts of a request whose body was taken apart.
 pub fn for_parts<B: From<Bytes>>(parts: &http::request::Parts, problem: Problem) -> Response<B> {
-    let id = parts
-        .extensions
+    for_request_of(&parts.extensions, &parts.uri, problem)
+}
+
+/// The request id from `extensions` and the path of `uri`, filled into `problem`.
+fn for_request_of<B: From<Bytes>>(
+    extensions: &http::Extensions,
+    uri: &http::Uri,
+    problem: Problem,
+) -> Response<B> {
+    let id = extensions
         .get::<RequestId>()
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
-    response(problem.with_request_id(id).with_instance(parts.uri.path()))
+    response(problem.with_request_id(id).with_instance(uri.path()))
 }

@@ -593,23 +593,10 @@ impl Store for RedisStore {
 
     async fn reset(&self, key: StoreKey) -> Result<(), StoreError> {
         self.inner.blocked.forget(&key);
-        let conn = self.inner.conn.read().ok().and_then(|c| c.clone());
-        let Some(mut conn) = conn else {
-            return Err(StoreError::Unavailable("not connected".into()));
-        };
         let mut cmd = redis::cmd("DEL");
         cmd.arg(redis_key(&key));
-        let call = async {
-            match &mut conn {
-                Conn::Single(c) => cmd.query_async::<i64>(c).await,
-                Conn::Cluster(c) => cmd.query_async::<i64>(c).await,
-            }
-        };
-        match tokio::time::timeout(self.inner.settings.timeout, call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        // Counted like every other store call (observer, errors, down state).
+        self.command::<i64>(cmd).await.map(|_| ())
     }
 
     fn now(&self) -> u64 {
