@@ -83,6 +83,14 @@ pub trait Store: Send + Sync + 'static {
     /// carry their wait, and the others report their state as it is (cost 0).
     fn decide(&self, checks: &[Check]) -> impl Future<Output = Result<Decided, StoreError>> + Send;
 
+    /// [`Store::decide`] without waiting, for a store that decides in memory: `None`
+    /// when deciding needs I/O (the caller then awaits `decide`). A store answers
+    /// either always or never. Lets a layer decide inside `call`, with no future to
+    /// allocate for the decision.
+    fn decide_now(&self, _checks: &[Check]) -> Option<Result<Decided, StoreError>> {
+        None
+    }
+
     /// Forgets a bucket (it is full again).
     fn reset(&self, key: StoreKey) -> impl Future<Output = Result<(), StoreError>> + Send;
 

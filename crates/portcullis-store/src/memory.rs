@@ -290,6 +290,14 @@ impl<C: Clock> Store for Arc<MemoryStore<C>> {
         })
     }
 
+    fn decide_now(&self, checks: &[Check]) -> Option<Result<Decided, StoreError>> {
+        let at = self.clock.now();
+        Some(Ok(Decided {
+            at,
+            decisions: self.decide_at(checks, at),
+        }))
+    }
+
     async fn reset(&self, key: StoreKey) -> Result<(), StoreError> {
         lock(&self.shards[self.shard_of(&key)])
             .map

@@ -47,6 +47,13 @@ impl Store for GatewayStore {
         }
     }
 
+    fn decide_now(&self, checks: &[Check]) -> Option<Result<Decided, StoreError>> {
+        match self {
+            GatewayStore::Memory(m) => m.decide_now(checks),
+            GatewayStore::Redis(_) => None,
+        }
+    }
+
     async fn reset(&self, key: StoreKey) -> Result<(), StoreError> {
         match self {
             GatewayStore::Memory(m) => m.reset(key).await,

@@ -72,50 +72,123 @@ fn push_sf_string(out: &mut String, s: &str) {
 
 use crate::json::push_u64;
 
+#[cfg(test)]
 fn u64_string(n: u64) -> String {
     let mut out = String::with_capacity(20);
     push_u64(&mut out, n);
     out
 }
 
-/// The rate-limit headers of a response, lower-case names first.
-pub fn render(
-    kind: RateLimitHeaders,
-    reports: &[PolicyReport<'_>],
-    now: Nanos,
-) -> Vec<(&'static str, String)> {
-    let mut out = Vec::with_capacity(5);
+/// The five rate-limit header names, in the order [`render`] writes them.
+pub const NAMES: [&str; 5] = [
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit-policy",
+    "ratelimit",
+];
+
+/// The rate-limit headers of one response, written into one string: a response costs
+/// one buffer (and, on the wire side, one shared allocation) instead of one per value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenderedHeaders {
+    text: String,
+    /// For each header written: its index in [`NAMES`] and where its value ends in
+    /// `text` (values are contiguous, each starts where the previous one ended).
+    fields: [(u8, u32); 5],
+    len: u8,
+}
+
+impl RenderedHeaders {
+    fn push(&mut self, name: usize) {
+        let end = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
+        // `name` < 5 and at most five fields: both casts are exact.
+        self.fields[usize::from(self.len)] = (name as u8, end);
+        self.len += 1;
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `(index into NAMES, byte range of the value in text)` for each header.
+    pub fn spans(&self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + 'static {
+        let fields = self.fields;
+        let mut start = 0usize;
+        (0..self.len()).map(move |i| {
+            let (name, end) = fields[i];
+            let range = start..end as usize;
+            start = end as usize;
+            (usize::from(name), range)
+        })
+    }
+
+    /// `(name, value)` for each header.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.spans()
+            .map(|(name, range)| (NAMES[name], self.text.get(range).unwrap_or_default()))
+    }
+
+    /// The value of `name`, if it was written.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The text every value is a slice of (see [`Self::spans`]).
+    pub fn into_text(self) -> String {
+        self.text
+    }
+}
+
+/// The rate-limit headers of a response.
+pub fn render(kind: RateLimitHeaders, reports: &[PolicyReport<'_>], now: Nanos) -> RenderedHeaders {
+    let mut out = RenderedHeaders::default();
     let Some(t) = tightest(reports) else {
         return out;
     };
+    out.text = String::with_capacity(48 + 80 * reports.len());
+    let text = &mut out.text;
     if matches!(kind, RateLimitHeaders::Legacy | RateLimitHeaders::Both) {
         let r = &reports[t];
         let reset_at = Duration::from_nanos(now) + r.decision.reset_after;
-        out.push(("x-ratelimit-limit", u64_string(r.quota.limit)));
-        out.push(("x-ratelimit-remaining", u64_string(r.decision.remaining)));
-        out.push(("x-ratelimit-reset", u64_string(ceil_secs(reset_at))));
+        push_u64(text, r.quota.limit);
+        out.push(0);
+        push_u64(&mut out.text, r.decision.remaining);
+        out.push(1);
+        push_u64(&mut out.text, ceil_secs(reset_at));
+        out.push(2);
     }
     if matches!(kind, RateLimitHeaders::Ietf | RateLimitHeaders::Both) {
-        let mut policy = String::with_capacity(40 * reports.len());
-        let mut limit = String::with_capacity(40 * reports.len());
         for (i, r) in reports.iter().enumerate() {
+            let text = &mut out.text;
             if i > 0 {
-                policy.push_str(", ");
-                limit.push_str(", ");
+                text.push_str(", ");
             }
-            push_sf_string(&mut policy, r.name);
-            policy.push_str(";q=");
-            push_u64(&mut policy, r.quota.limit);
-            policy.push_str(";w=");
-            push_u64(&mut policy, ceil_secs(r.quota.window).max(1));
-            push_sf_string(&mut limit, r.name);
-            limit.push_str(";r=");
-            push_u64(&mut limit, r.decision.remaining);
-            limit.push_str(";t=");
-            push_u64(&mut limit, effective_window_secs(&r.decision));
+            push_sf_string(text, r.name);
+            text.push_str(";q=");
+            push_u64(text, r.quota.limit);
+            text.push_str(";w=");
+            push_u64(text, ceil_secs(r.quota.window).max(1));
         }
-        out.push(("ratelimit-policy", policy));
-        out.push(("ratelimit", limit));
+        out.push(3);
+        for (i, r) in reports.iter().enumerate() {
+            let text = &mut out.text;
+            if i > 0 {
+                text.push_str(", ");
+            }
+            push_sf_string(text, r.name);
+            text.push_str(";r=");
+            push_u64(text, r.decision.remaining);
+            text.push_str(";t=");
+            push_u64(text, effective_window_secs(&r.decision));
+        }
+        out.push(4);
     }
     out
 }
@@ -150,7 +223,7 @@ mod tests {
         let (a, _) = report("default", 100, 1, BucketState::Fresh);
         let (b, _) = report("auth", 10, 1, BucketState::Fresh);
         let h = render(RateLimitHeaders::Both, &[a, b], NOW);
-        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| h.get(n);
         assert_eq!(get("x-ratelimit-limit"), Some("10"));
         assert_eq!(get("x-ratelimit-remaining"), Some("9"));
         // One unit of 10/min refills in 6 s: full again at now + 6 s, rounded up.
@@ -174,7 +247,7 @@ mod tests {
         let (denied, _) = report("auth", 2, 1, state);
         let (other, _) = report("default", 100, 0, BucketState::Fresh);
         let h = render(RateLimitHeaders::Both, &[other, denied], NOW);
-        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| h.get(n);
         assert_eq!(get("x-ratelimit-limit"), Some("2"));
         assert_eq!(get("x-ratelimit-remaining"), Some("0"));
         assert_eq!(
@@ -185,6 +258,33 @@ mod tests {
         let legacy_only = render(RateLimitHeaders::Legacy, &[denied], NOW);
         assert_eq!(legacy_only.len(), 3);
         assert!(render(RateLimitHeaders::None, &[denied], NOW).is_empty());
+    }
+
+    #[test]
+    fn values_are_contiguous_slices_of_one_text() {
+        let (a, _) = report("default", 100, 1, BucketState::Fresh);
+        let (b, _) = report("auth", 10, 1, BucketState::Fresh);
+        for kind in [
+            RateLimitHeaders::Both,
+            RateLimitHeaders::Legacy,
+            RateLimitHeaders::Ietf,
+        ] {
+            let h = render(kind, &[a, b], NOW);
+            let names: Vec<&str> = h.iter().map(|(n, _)| n).collect();
+            let expected: &[&str] = match kind {
+                RateLimitHeaders::Legacy => &NAMES[..3],
+                RateLimitHeaders::Ietf => &NAMES[3..],
+                _ => &NAMES,
+            };
+            assert_eq!(names, expected, "{kind:?}");
+            let joined: String = h.iter().map(|(_, v)| v).collect();
+            let mut next = 0;
+            for (_, range) in h.spans() {
+                assert_eq!(range.start, next, "{kind:?}: no gap, no overlap");
+                next = range.end;
+            }
+            assert_eq!(joined, h.clone().into_text(), "{kind:?}");
+        }
     }
 
     #[test]

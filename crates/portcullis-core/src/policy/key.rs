@@ -3,6 +3,7 @@
 use super::{Policy, Route};
 use crate::config::{KeySource, OnMissingKey};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// What a key can be built from; the gateway implements it over an HTTP request.
@@ -48,29 +49,31 @@ fn api_key<F: RequestFacts>(facts: &F) -> Option<String> {
 
 /// Joins the policy's key sources with `|`, applying `on_missing_key` when one is absent.
 pub fn build_key<F: RequestFacts>(policy: &Policy, route: Option<&Route>, facts: &F) -> KeyOutcome {
+    // Parts are borrowed where the request already holds them: one allocation, the key.
     let mut key = String::new();
     for (i, source) in policy.key.iter().enumerate() {
-        let part: Option<String> = match source {
-            KeySource::Ip => Some(facts.client_key().to_owned()),
-            KeySource::ApiKey => api_key(facts),
+        let part: Option<Cow<'_, str>> = match source {
+            KeySource::Ip => Some(Cow::Borrowed(facts.client_key())),
+            KeySource::ApiKey => api_key(facts).map(Cow::Owned),
             KeySource::Header(name) => facts
                 .header(name)
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
-                .map(str::to_owned),
+                .map(Cow::Borrowed),
             KeySource::Query(name) => facts
                 .query(name)
                 .filter(|v| !v.is_empty())
-                .map(str::to_owned),
-            KeySource::Route => {
-                Some(route.map_or_else(|| "unmatched".to_owned(), |r| r.label.to_string()))
-            }
-            KeySource::Global => Some(String::new()),
+                .map(Cow::Borrowed),
+            KeySource::Route => Some(Cow::Borrowed(route.map_or("unmatched", |r| &*r.label))),
+            KeySource::Global => Some(Cow::Borrowed("")),
         };
         match part {
             Some(p) => {
                 if i > 0 {
                     key.push('|');
+                } else if policy.key.len() == 1 {
+                    key = p.into_owned();
+                    break;
                 }
                 key.push_str(&p);
             }

@@ -2,12 +2,14 @@ use super::{DecisionHook, RateLimiter, Verdict};
 use crate::observe::MatchedRoute;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use portcullis_core::headers::ratelimit::{self, RenderedHeaders};
 use portcullis_core::problem::Problem;
 use portcullis_store::Store;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tower::{Layer, Service};
 
 /// What the limiter decided, for the access log (response extension).
@@ -64,24 +66,185 @@ impl<S: Clone, St, H> Clone for RateLimit<S, St, H> {
     }
 }
 
-fn add_headers<B>(res: &mut Response<B>, headers: Vec<(&'static str, String)>) {
+/// Puts the rendered rate-limit headers on a response: every value is a slice of one
+/// shared buffer (one allocation for all of them), under a prebuilt name.
+fn add_headers<B>(res: &mut Response<B>, headers: RenderedHeaders) {
     static NAMES: [HeaderName; 5] = [
-        HeaderName::from_static("x-ratelimit-limit"),
-        HeaderName::from_static("x-ratelimit-remaining"),
-        HeaderName::from_static("x-ratelimit-reset"),
-        HeaderName::from_static("ratelimit-policy"),
-        HeaderName::from_static("ratelimit"),
+        HeaderName::from_static(ratelimit::NAMES[0]),
+        HeaderName::from_static(ratelimit::NAMES[1]),
+        HeaderName::from_static(ratelimit::NAMES[2]),
+        HeaderName::from_static(ratelimit::NAMES[3]),
+        HeaderName::from_static(ratelimit::NAMES[4]),
     ];
-    for (name, value) in headers {
-        // A prebuilt name (parsing one costs more than the insert), and the `String`'s
-        // own buffer as the value, no copy.
-        let name = NAMES
-            .iter()
-            .find(|n| n.as_str() == name)
-            .cloned()
-            .unwrap_or_else(|| HeaderName::from_static(name));
-        if let Ok(v) = HeaderValue::try_from(value) {
-            res.headers_mut().insert(name, v);
+    if headers.is_empty() {
+        return;
+    }
+    let spans = headers.spans();
+    let text = Bytes::from(headers.into_text());
+    for (name, range) in spans {
+        if let (Some(name), Ok(value)) = (
+            NAMES.get(name),
+            HeaderValue::from_maybe_shared(text.slice(range)),
+        ) {
+            res.headers_mut().insert(name.clone(), value);
+        }
+    }
+}
+
+/// What a verdict means for the request: answer it here, or forward it and put the
+/// rate-limit headers and the summary on the upstream's response.
+enum Applied<B, RB> {
+    Answer(Response<RB>),
+    Forward {
+        req: Request<B>,
+        headers: Option<RenderedHeaders>,
+        summary: RateLimitSummary,
+    },
+}
+
+fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>) -> Applied<B, RB> {
+    let forward = |req, headers, summary| Applied::Forward {
+        req,
+        headers,
+        summary,
+    };
+    let mut summary = RateLimitSummary {
+        policy: None,
+        decision: None,
+    };
+    let res = match verdict {
+        Verdict::Unlimited => return forward(req, None, summary),
+        Verdict::Bypassed => {
+            summary.decision = Some("bypassed");
+            return forward(req, None, summary);
+        }
+        Verdict::Allowed { headers, policy } => {
+            summary = RateLimitSummary {
+                policy,
+                decision: Some("allowed"),
+            };
+            return forward(req, Some(headers), summary);
+        }
+        Verdict::Limited {
+            headers,
+            policy,
+            limit,
+            window,
+            violated,
+            retry_after,
+        } => {
+            let names: Vec<&str> = violated.iter().map(|n| &**n).collect();
+            let problem = Problem::quota_exceeded(&policy, limit, &window, &names, retry_after);
+            let mut res: Response<RB> = crate::problem::for_request(&req, problem);
+            add_headers(&mut res, headers);
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+            summary = RateLimitSummary {
+                policy: Some(policy),
+                decision: Some("limited"),
+            };
+            res
+        }
+        Verdict::MissingKey { policy, source } => {
+            let problem = Problem::new(
+                400,
+                "missing_rate_limit_key",
+                format!("policy '{policy}' needs {source} on this request"),
+            );
+            summary.policy = Some(policy);
+            crate::problem::for_request(&req, problem)
+        }
+        Verdict::StoreDown => {
+            let problem = Problem::new(
+                503,
+                "store_unavailable",
+                "the rate-limit store is unavailable; retry shortly",
+            );
+            let mut res: Response<RB> = crate::problem::for_request(&req, problem);
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+    };
+    Applied::Answer(finish(res, None, summary))
+}
+
+/// The response extensions (and headers) every outcome carries.
+fn finish<RB>(
+    mut res: Response<RB>,
+    headers: Option<RenderedHeaders>,
+    summary: RateLimitSummary,
+) -> Response<RB> {
+    if let Some(headers) = headers {
+        add_headers(&mut res, headers);
+    }
+    res.extensions_mut().insert(summary);
+    res
+}
+
+/// The matched route on the response too (the log and the metrics read it there).
+fn with_route<RB>(mut res: Response<RB>, route: Option<Arc<str>>) -> Response<RB> {
+    if let Some(route) = route {
+        res.extensions_mut().insert(MatchedRoute(route));
+    }
+    res
+}
+
+pin_project! {
+    /// Response future of [`RateLimit`]. The fields are what the response still needs:
+    /// the answer until it is taken; or the inner call's future, the rate-limit headers,
+    /// the summary and the matched route to put on its response; or the boxed decision
+    /// and inner call.
+    #[project = RateLimitProj]
+    #[allow(missing_docs)]
+    pub enum RateLimitFuture<F, RB, E> {
+        /// Decided in `call` and answered there (429, 400, 503).
+        Answered {
+            res: Option<Response<RB>>,
+        },
+        /// Decided in `call` and forwarded: the inner call is under way.
+        Forwarded {
+            #[pin]
+            inner: F,
+            headers: Option<RenderedHeaders>,
+            summary: Option<RateLimitSummary>,
+            route: Option<Arc<str>>,
+        },
+        /// The store needs I/O: decided, then forwarded, in one boxed future.
+        Waiting {
+            #[pin]
+            inner: Pin<Box<dyn Future<Output = Result<Response<RB>, E>> + Send>>,
+        },
+    }
+}
+
+impl<F, RB, E> Future for RateLimitFuture<F, RB, E>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RateLimitProj::Answered { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => Poll::Pending,
+            },
+            RateLimitProj::Forwarded {
+                inner,
+                headers,
+                summary,
+                route,
+            } => {
+                let res = ready!(inner.poll(cx))?;
+                let summary = summary.take().unwrap_or(RateLimitSummary {
+                    policy: None,
+                    decision: None,
+                });
+                let res = finish(res, headers.take(), summary);
+                Poll::Ready(Ok(with_route(res, route.take())))
+            }
+            RateLimitProj::Waiting { inner } => inner.poll(cx),
         }
     }
 }
@@ -98,91 +261,57 @@ where
 {
     type Response = Response<RB>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RB>, S::Error>> + Send>>;
+    type Future = RateLimitFuture<S::Future, RB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The clone is ready (tower's "take the ready service" idiom).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let limiter = self.limiter.clone();
-        let plan = limiter.plan(&req);
-        let mut req = req;
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let plan = self.limiter.plan(&req);
         if let Some(route) = plan.route() {
             // Inner layers (per-route load shedding) key on the matched route too.
             req.extensions_mut().insert(MatchedRoute(route));
         }
-        Box::pin(async move {
-            let (verdict, route) = limiter.execute(plan).await;
-            let mut summary = RateLimitSummary {
-                policy: None,
-                decision: None,
-            };
-            let mut res = match verdict {
-                Verdict::Unlimited => inner.call(req).await?,
-                Verdict::Bypassed => {
-                    summary.decision = Some("bypassed");
-                    inner.call(req).await?
+        // A store that decides in memory decides here: no future to allocate, and the
+        // inner service (ready, as `poll_ready` said) is called at once.
+        let plan = match self.limiter.execute_now(plan) {
+            Ok((verdict, route)) => {
+                return match apply(verdict, req) {
+                    Applied::Answer(res) => RateLimitFuture::Answered {
+                        res: Some(with_route(res, route)),
+                    },
+                    Applied::Forward {
+                        req,
+                        headers,
+                        summary,
+                    } => RateLimitFuture::Forwarded {
+                        inner: self.inner.call(req),
+                        headers,
+                        summary: Some(summary),
+                        route,
+                    },
                 }
-                Verdict::Allowed { headers, policy } => {
-                    summary = RateLimitSummary {
-                        policy,
-                        decision: Some("allowed"),
-                    };
-                    let mut res = inner.call(req).await?;
-                    add_headers(&mut res, headers);
-                    res
-                }
-                Verdict::Limited {
-                    headers,
-                    policy,
-                    limit,
-                    window,
-                    violated,
-                    retry_after,
-                } => {
-                    let names: Vec<&str> = violated.iter().map(|n| &**n).collect();
-                    let problem =
-                        Problem::quota_exceeded(&policy, limit, &window, &names, retry_after);
-                    let mut res: Response<RB> = crate::problem::for_request(&req, problem);
-                    add_headers(&mut res, headers);
-                    res.headers_mut()
-                        .insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
-                    summary = RateLimitSummary {
-                        policy: Some(policy),
-                        decision: Some("limited"),
-                    };
-                    res
-                }
-                Verdict::MissingKey { policy, source } => {
-                    let problem = Problem::new(
-                        400,
-                        "missing_rate_limit_key",
-                        format!("policy '{policy}' needs {source} on this request"),
-                    );
-                    summary.policy = Some(policy);
-                    crate::problem::for_request(&req, problem)
-                }
-                Verdict::StoreDown => {
-                    let problem = Problem::new(
-                        503,
-                        "store_unavailable",
-                        "the rate-limit store is unavailable; retry shortly",
-                    );
-                    let mut res: Response<RB> = crate::problem::for_request(&req, problem);
-                    res.headers_mut()
-                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    res
-                }
-            };
-            if let Some(route) = route {
-                res.extensions_mut().insert(MatchedRoute(route));
             }
-            res.extensions_mut().insert(summary);
-            Ok(res)
-        })
+            Err(plan) => plan,
+        };
+        // The clone is ready (tower's "take the ready service" idiom).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limiter = self.limiter.clone();
+        RateLimitFuture::Waiting {
+            inner: Box::pin(async move {
+                let (verdict, route) = limiter.execute(plan).await;
+                let res = match apply(verdict, req) {
+                    Applied::Answer(res) => res,
+                    Applied::Forward {
+                        req,
+                        headers,
+                        summary,
+                    } => finish(inner.call(req).await?, headers, summary),
+                };
+                Ok(with_route(res, route))
+            }),
+        }
     }
 }

@@ -13,10 +13,10 @@ mod facts;
 mod layer;
 
 pub use facts::HttpFacts;
-pub use layer::{RateLimit, RateLimitLayer, RateLimitSummary};
+pub use layer::{RateLimit, RateLimitFuture, RateLimitLayer, RateLimitSummary};
 
 use portcullis_core::config::{KeySource, RateLimitHeaders, StoreOnError};
-use portcullis_core::headers::ratelimit::{render, tightest, PolicyReport};
+use portcullis_core::headers::ratelimit::{render, tightest, PolicyReport, RenderedHeaders};
 use portcullis_core::limit::{retry_after_secs, Decision};
 use portcullis_core::policy::{build_key, KeyOutcome, PolicySet};
 use portcullis_store::{Check, Decided, Store, StoreError, StoreKey};
@@ -99,14 +99,14 @@ pub enum Verdict {
     /// Admitted; these headers go on the response.
     Allowed {
         /// Rate-limit headers of the enforcing policies.
-        headers: Vec<(&'static str, String)>,
+        headers: RenderedHeaders,
         /// The tightest enforcing policy.
         policy: Option<Arc<str>>,
     },
     /// Rejected with 429.
     Limited {
         /// Rate-limit headers.
-        headers: Vec<(&'static str, String)>,
+        headers: RenderedHeaders,
         /// The denying policy (longest wait).
         policy: Arc<str>,
         /// Its limit, for the problem detail.
@@ -250,6 +250,10 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
 
     /// Asks the store.
     pub async fn execute(&self, plan: Plan) -> (Verdict, Option<Arc<str>>) {
+        let plan = match self.execute_now(plan) {
+            Ok(done) => return done,
+            Err(plan) => plan,
+        };
         let Plan { route, work } = plan;
         let (enforce, shadow, cost) = match work {
             Work::Done(verdict) => return (verdict, route),
@@ -266,19 +270,61 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
             return (Verdict::Unlimited, route);
         }
         let checks: Vec<Check> = enforce.iter().map(|k| self.check_of(k, cost)).collect();
-        let decided = match self.store.decide(&checks).await {
-            Ok(d) => d,
+        let decided = self.store.decide(&checks).await;
+        (self.conclude(&enforce, &checks, decided), route)
+    }
+
+    /// [`Self::execute`] without waiting, when the store decides in memory
+    /// ([`Store::decide_now`]) and no shadow policy needs a decision of its own;
+    /// otherwise the plan comes back untouched.
+    pub fn execute_now(&self, plan: Plan) -> Result<(Verdict, Option<Arc<str>>), Plan> {
+        let Plan { route, work } = plan;
+        match work {
+            Work::Done(verdict) => Ok((verdict, route)),
+            Work::Decide {
+                enforce, shadow, ..
+            } if shadow.is_empty() && enforce.is_empty() => Ok((Verdict::Unlimited, route)),
+            Work::Decide {
+                enforce,
+                shadow,
+                cost,
+            } if shadow.is_empty() => {
+                let checks: Vec<Check> = enforce.iter().map(|k| self.check_of(k, cost)).collect();
+                match self.store.decide_now(&checks) {
+                    Some(decided) => Ok((self.conclude(&enforce, &checks, decided), route)),
+                    None => Err(Plan {
+                        route,
+                        work: Work::Decide {
+                            enforce,
+                            shadow,
+                            cost,
+                        },
+                    }),
+                }
+            }
+            work => Err(Plan { route, work }),
+        }
+    }
+
+    /// The verdict of the store's answer, or of its failure (per `on_error`).
+    fn conclude(
+        &self,
+        enforce: &[KeyedPolicy],
+        checks: &[Check],
+        decided: Result<Decided, StoreError>,
+    ) -> Verdict {
+        match decided {
+            Ok(d) => self.verdict(enforce, checks, &d),
             Err(e) => {
                 self.hook.on_store_error(&e);
-                return match self.on_error {
-                    StoreOnError::Deny => (Verdict::StoreDown, route),
+                match self.on_error {
+                    StoreOnError::Deny => Verdict::StoreDown,
                     // With `local` the Redis store decides locally itself and does not
                     // fail; an error that still reaches here admits, like `allow`.
-                    StoreOnError::Allow | StoreOnError::Local => (Verdict::Unlimited, route),
-                };
+                    StoreOnError::Allow | StoreOnError::Local => Verdict::Unlimited,
+                }
             }
-        };
-        (self.verdict(&enforce, &checks, &decided), route)
+        }
     }
 
     fn check_of(&self, keyed: &KeyedPolicy, cost: u64) -> Check {
