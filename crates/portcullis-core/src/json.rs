@@ -16,9 +16,13 @@ pub fn push_value(out: &mut String, v: &serde_json::Value) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            let _ = write!(out, "{n}");
-        }
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => push_u64(out, u),
+            (None, Some(i)) => out.push_str(itoa::Buffer::new().format(i)),
+            _ => {
+                let _ = write!(out, "{n}");
+            }
+        },
         Value::String(s) => push_str(out, s),
         Value::Array(items) => {
             out.push('[');
@@ -45,16 +49,43 @@ pub fn push_value(out: &mut String, v: &serde_json::Value) {
     }
 }
 
+/// The index of the first byte JSON must escape (`"`, `\\`, below 0x20), eight bytes
+/// at a time: every problem body and log line is mostly clean text.
+fn first_escape(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Nonzero in a byte's high bit iff some byte of `x` is below `n` (n <= 0x80): exact
+    // for "is there one", not for "which one", so the bytewise scan below finds it.
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    let mut offset = 0;
+    for chunk in b.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let hits = below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1)
+            | below(x, 0x20);
+        if hits != 0 {
+            break;
+        }
+        offset += 8;
+    }
+    b[offset..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| p + offset)
+}
+
 /// Appends `s` as a JSON string literal (RFC 8259 escapes).
 pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
-    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    let Some(first) = first_escape(s.as_bytes()) else {
         out.push_str(s);
         out.push('"');
         return;
-    }
+    };
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
+    for (i, b) in s.bytes().enumerate().skip(first) {
         let escape = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -76,4 +107,52 @@ pub fn push_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut cases: Vec<String> = vec![
+            String::new(),
+            "plain ascii text that is longer than eight bytes".into(),
+            "é ü 日本 🦀 and \u{7f}".into(),
+        ];
+        // Every escaped byte at every offset of a 20-byte string (the word scan's
+        // boundaries), and every byte value once.
+        for special in [
+            '"', '\\', '\n', '\r', '\t', '\u{8}', '\u{c}', '\u{0}', '\u{1f}',
+        ] {
+            for at in 0..20 {
+                let mut s: String = "abcdefghijklmnopqrst".into();
+                s.insert(at, special);
+                cases.push(s);
+            }
+        }
+        cases.push((0u8..=127).map(char::from).collect());
+        cases.push(" !#$%&'()*+,-./0123456789:;<=>?@[]^_`{|}~".repeat(3));
+        for s in cases {
+            let mut ours = String::new();
+            push_str(&mut ours, &s);
+            assert_eq!(ours, serde_json::to_string(&s).unwrap_or_default(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_as_serde_json_writes_them() {
+        for v in [
+            serde_json::json!(0),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(-17),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(1.5),
+            serde_json::json!([1, -2, 3.25, "x"]),
+        ] {
+            let mut ours = String::new();
+            push_value(&mut ours, &v);
+            assert_eq!(ours, v.to_string());
+        }
+    }
 }

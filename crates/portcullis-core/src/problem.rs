@@ -77,11 +77,14 @@ impl Problem {
         violated: &[&str],
         retry_after_secs: u64,
     ) -> Self {
-        let mut p = Problem::new(
-            429,
-            "rate_limited",
-            format!("policy '{policy}' allows {limit} requests per {window}"),
-        );
+        let mut detail = String::with_capacity(40 + policy.len() + window.len());
+        detail.push_str("policy '");
+        detail.push_str(policy);
+        detail.push_str("' allows ");
+        crate::json::push_u64(&mut detail, limit);
+        detail.push_str(" requests per ");
+        detail.push_str(window);
+        let mut p = Problem::new(429, "rate_limited", detail);
         p.type_uri = QUOTA_EXCEEDED;
         let violated = violated
             .iter()

@@ -36,8 +36,10 @@ impl DurationValue {
     }
 }
 
-impl fmt::Display for DurationValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl DurationValue {
+    /// Appends the duration as written in a configuration (`90s`, `1m`, `250ms`): the
+    /// largest unit that divides it. A 429's detail carries it, so no `fmt` here.
+    pub fn push_to(&self, out: &mut String) {
         let ms = self.0.as_millis();
         for (unit, size) in [
             ("d", 86_400_000u128),
@@ -46,10 +48,21 @@ impl fmt::Display for DurationValue {
             ("s", 1_000),
         ] {
             if ms != 0 && ms.is_multiple_of(size) {
-                return write!(f, "{}{unit}", ms / size);
+                out.push_str(itoa::Buffer::new().format(ms / size));
+                out.push_str(unit);
+                return;
             }
         }
-        write!(f, "{ms}ms")
+        out.push_str(itoa::Buffer::new().format(ms));
+        out.push_str("ms");
+    }
+}
+
+impl fmt::Display for DurationValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(12);
+        self.push_to(&mut s);
+        f.write_str(&s)
     }
 }
 

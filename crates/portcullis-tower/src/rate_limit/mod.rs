@@ -391,7 +391,11 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
             headers,
             policy: tight.name.clone(),
             limit: checks[t].quota.limit,
-            window: portcullis_core::config::DurationValue(checks[t].quota.window).to_string(),
+            window: {
+                let mut w = String::with_capacity(12);
+                portcullis_core::config::DurationValue(checks[t].quota.window).push_to(&mut w);
+                w
+            },
             violated: enforce
                 .iter()
                 .zip(decisions)
