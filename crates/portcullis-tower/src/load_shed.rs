@@ -104,9 +104,13 @@ impl Drop for Slot {
     }
 }
 
-/// The slots a request holds (global and route).
+/// The slots a request holds (global and route): two fields, not a `Vec`, so holding
+/// them allocates nothing.
 #[derive(Debug, Default)]
-pub struct Slots(Vec<Slot>);
+pub struct Slots {
+    global: Option<Slot>,
+    route: Option<Slot>,
+}
 
 fn overloaded<RB: From<Bytes>, B>(req: &Request<B>, what: String) -> Response<RB> {
     let problem = Problem::new(503, "overloaded", format!("{what}; retry shortly"));
@@ -133,7 +137,7 @@ where
         let mut slots = Slots::default();
         if let Some(global) = &self.global {
             match global.acquire() {
-                Some(slot) => slots.0.push(slot),
+                Some(slot) => slots.global = Some(slot),
                 None => {
                     let what = format!("more than {} requests in flight", global.max);
                     return LoadShedFuture::Shed {
@@ -145,7 +149,7 @@ where
         let route = req.extensions().get::<MatchedRoute>();
         if let Some(limit) = route.and_then(|r| self.routes.get(&r.0)) {
             match limit.acquire() {
-                Some(slot) => slots.0.push(slot),
+                Some(slot) => slots.route = Some(slot),
                 None => {
                     let what = format!("more than {} requests in flight on this route", limit.max);
                     return LoadShedFuture::Shed {
