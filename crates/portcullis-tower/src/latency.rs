@@ -96,8 +96,16 @@ where
         let elapsed = start.elapsed();
         let upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
         let headers = res.headers_mut();
-        headers.insert(X_LATENCY_MS.clone(), HeaderValue::from(latency_ms(elapsed)));
-        if let Ok(v) = HeaderValue::try_from(server_timing(elapsed, upstream)) {
+        // Both values written into one buffer, each header a slice of it: one
+        // allocation for the two.
+        let mut text = server_timing(elapsed, upstream);
+        let timing_end = text.len();
+        portcullis_core::json::push_u64(&mut text, latency_ms(elapsed));
+        let text = bytes::Bytes::from(text);
+        if let Ok(v) = HeaderValue::from_maybe_shared(text.slice(timing_end..)) {
+            headers.insert(X_LATENCY_MS.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_maybe_shared(text.slice(..timing_end)) {
             headers.insert(SERVER_TIMING.clone(), v);
         }
         Poll::Ready(Ok(res))

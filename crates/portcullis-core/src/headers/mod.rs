@@ -55,7 +55,8 @@ pub fn latency_ms(elapsed: Duration) -> u64 {
 /// `Server-Timing: gw;dur=<ms>, upstream;dur=<ms>`, the gateway's total and the part
 /// spent waiting for the upstream's response headers (0 when no upstream was asked).
 pub fn server_timing(gateway: Duration, upstream: Option<Duration>) -> String {
-    let mut out = String::with_capacity(40);
+    // Room for the latency header's value too (the latency layer appends it).
+    let mut out = String::with_capacity(64);
     out.push_str("gw;dur=");
     push_ms(&mut out, gateway);
     out.push_str(", upstream;dur=");

@@ -122,26 +122,30 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Appends `ip` in dotted decimal, by hand: this runs for every limited or forwarded
+/// request, and `Display` goes through the formatter four times.
+pub fn push_ipv4(out: &mut String, ip: std::net::Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+}
+
 /// The client's key form: the IPv4 address, or the IPv6 prefix in CIDR form
 /// (`2001:db8:1:2::/64`), since one IPv6 host can use a whole /64.
 pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> String {
     match canonical_ip(ip) {
         IpAddr::V4(v4) => {
-            // Dotted decimal by hand: this runs for every limited request, and `Display`
-            // goes through the formatter four times.
             let mut out = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
-            }
+            push_ipv4(&mut out, v4);
             out
         }
         IpAddr::V6(v6) => {

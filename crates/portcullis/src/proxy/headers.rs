@@ -90,11 +90,6 @@ pub(super) fn set_forwarded(
     host: Option<HeaderValue>,
 ) {
     let Some(client) = client else { return };
-    let peer = match portcullis_core::identity::canonical_ip(client.peer.ip()) {
-        // The key form of an IPv4 address is the address, written without `fmt`.
-        ip @ std::net::IpAddr::V4(_) => portcullis_core::identity::client_key(ip, 128),
-        ip => ip.to_string(),
-    };
     let mut xff = String::with_capacity(48);
     for v in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(v) = v.to_str() {
@@ -104,7 +99,14 @@ pub(super) fn set_forwarded(
             }
         }
     }
-    xff.push_str(&peer);
+    match portcullis_core::identity::canonical_ip(client.peer.ip()) {
+        // Written straight into the header's text, without `fmt`.
+        std::net::IpAddr::V4(v4) => portcullis_core::identity::push_ipv4(&mut xff, v4),
+        ip => {
+            use std::fmt::Write as _;
+            let _ = write!(xff, "{ip}");
+        }
+    }
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
