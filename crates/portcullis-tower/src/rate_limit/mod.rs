@@ -277,6 +277,8 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
     /// [`Self::execute`] without waiting, when the store decides in memory
     /// ([`Store::decide_now`]) and no shadow policy needs a decision of its own;
     /// otherwise the plan comes back untouched.
+    // The plan comes back (moved, not copied twice) only when the store needs I/O.
+    #[allow(clippy::result_large_err)]
     pub fn execute_now(&self, plan: Plan) -> Result<(Verdict, Option<Arc<str>>), Plan> {
         let Plan { route, work } = plan;
         match work {
