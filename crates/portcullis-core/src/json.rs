@@ -132,6 +132,9 @@ mod tests {
             }
         }
         cases.push((0u8..=127).map(char::from).collect());
+        // Multi-byte characters (bytes >= 0x80) next to escapes, across word boundaries.
+        cases.push("é\"ü\\日\n🦀\u{80}\u{ff}\t\u{10ffff}".repeat(5));
+        cases.push((0x80u32..0x800).filter_map(char::from_u32).collect());
         cases.push(" !#$%&'()*+,-./0123456789:;<=>?@[]^_`{|}~".repeat(3));
         for s in cases {
             let mut ours = String::new();

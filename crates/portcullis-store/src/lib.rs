@@ -91,6 +91,12 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`Store::decide_now`] answers (so a caller builds its checks for it only
+    /// then).
+    fn decides_now(&self) -> bool {
+        false
+    }
+
     /// Forgets a bucket (it is full again).
     fn reset(&self, key: StoreKey) -> impl Future<Output = Result<(), StoreError>> + Send;
 

@@ -47,6 +47,10 @@ impl Store for GatewayStore {
         }
     }
 
+    fn decides_now(&self) -> bool {
+        matches!(self, GatewayStore::Memory(_))
+    }
+
     fn decide_now(&self, checks: &[Check]) -> Option<Result<Decided, StoreError>> {
         match self {
             GatewayStore::Memory(m) => m.decide_now(checks),

@@ -102,9 +102,11 @@ pub struct RenderedHeaders {
 impl RenderedHeaders {
     fn push(&mut self, name: usize) {
         let end = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
-        // `name` < 5 and at most five fields: both casts are exact.
-        self.fields[usize::from(self.len)] = (name as u8, end);
-        self.len += 1;
+        // `name` < 5 and at most five fields (a sixth would be dropped, never panic).
+        if let Some(field) = self.fields.get_mut(usize::from(self.len)) {
+            *field = (u8::try_from(name).unwrap_or(u8::MAX), end);
+            self.len += 1;
+        }
     }
 
     /// How many headers there are.
@@ -132,7 +134,7 @@ impl RenderedHeaders {
     /// `(name, value)` for each header.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
         self.spans()
-            .map(|(name, range)| (NAMES[name], self.text.get(range).unwrap_or_default()))
+            .filter_map(|(name, range)| Some((*NAMES.get(name)?, self.text.get(range)?)))
     }
 
     /// The value of `name`, if it was written.
@@ -149,7 +151,7 @@ impl RenderedHeaders {
 /// The rate-limit headers of a response.
 pub fn render(kind: RateLimitHeaders, reports: &[PolicyReport<'_>], now: Nanos) -> RenderedHeaders {
     let mut out = RenderedHeaders::default();
-    let Some(t) = tightest(reports) else {
+    let Some(t) = tightest(reports).filter(|_| kind != RateLimitHeaders::None) else {
         return out;
     };
     out.text = String::with_capacity(48 + 80 * reports.len());

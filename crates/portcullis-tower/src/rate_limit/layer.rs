@@ -82,6 +82,9 @@ fn add_headers<B>(res: &mut Response<B>, headers: RenderedHeaders) {
     let spans = headers.spans();
     let text = Bytes::from(headers.into_text());
     for (name, range) in spans {
+        if range.start > range.end || range.end > text.len() {
+            continue; // cannot happen (spans come from the text), and never a panic
+        }
         if let (Some(name), Ok(value)) = (
             NAMES.get(name),
             HeaderValue::from_maybe_shared(text.slice(range)),

@@ -250,10 +250,6 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
 
     /// Asks the store.
     pub async fn execute(&self, plan: Plan) -> (Verdict, Option<Arc<str>>) {
-        let plan = match self.execute_now(plan) {
-            Ok(done) => return done,
-            Err(plan) => plan,
-        };
         let Plan { route, work } = plan;
         let (enforce, shadow, cost) = match work {
             Work::Done(verdict) => return (verdict, route),
@@ -290,7 +286,7 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
                 enforce,
                 shadow,
                 cost,
-            } if shadow.is_empty() => {
+            } if shadow.is_empty() && self.store.decides_now() => {
                 let checks: Vec<Check> = enforce.iter().map(|k| self.check_of(k, cost)).collect();
                 match self.store.decide_now(&checks) {
                     Some(decided) => Ok((self.conclude(&enforce, &checks, decided), route)),
