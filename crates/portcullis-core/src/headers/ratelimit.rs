@@ -148,6 +148,27 @@ impl RenderedHeaders {
     }
 }
 
+/// `"name";a=1;b=2, "other";a=3;b=4`: one list member per policy, the shape of both
+/// `RateLimit-Policy` and `RateLimit`.
+fn push_list(
+    text: &mut String,
+    reports: &[PolicyReport<'_>],
+    params: impl Fn(&PolicyReport<'_>) -> [(&'static str, u64); 2],
+) {
+    for (i, r) in reports.iter().enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        push_sf_string(text, r.name);
+        for (key, value) in params(r) {
+            text.push(';');
+            text.push_str(key);
+            text.push('=');
+            push_u64(text, value);
+        }
+    }
+}
+
 /// The rate-limit headers of a response.
 pub fn render(kind: RateLimitHeaders, reports: &[PolicyReport<'_>], now: Nanos) -> RenderedHeaders {
     let mut out = RenderedHeaders::default();
@@ -167,29 +188,19 @@ pub fn render(kind: RateLimitHeaders, reports: &[PolicyReport<'_>], now: Nanos) 
         out.push(2);
     }
     if matches!(kind, RateLimitHeaders::Ietf | RateLimitHeaders::Both) {
-        for (i, r) in reports.iter().enumerate() {
-            let text = &mut out.text;
-            if i > 0 {
-                text.push_str(", ");
-            }
-            push_sf_string(text, r.name);
-            text.push_str(";q=");
-            push_u64(text, r.quota.limit);
-            text.push_str(";w=");
-            push_u64(text, ceil_secs(r.quota.window).max(1));
-        }
+        push_list(&mut out.text, reports, |r| {
+            [
+                ("q", r.quota.limit),
+                ("w", ceil_secs(r.quota.window).max(1)),
+            ]
+        });
         out.push(3);
-        for (i, r) in reports.iter().enumerate() {
-            let text = &mut out.text;
-            if i > 0 {
-                text.push_str(", ");
-            }
-            push_sf_string(text, r.name);
-            text.push_str(";r=");
-            push_u64(text, r.decision.remaining);
-            text.push_str(";t=");
-            push_u64(text, effective_window_secs(&r.decision));
-        }
+        push_list(&mut out.text, reports, |r| {
+            [
+                ("r", r.decision.remaining),
+                ("t", effective_window_secs(&r.decision)),
+            ]
+        });
         out.push(4);
     }
     out
