@@ -193,6 +193,59 @@ async fn slow_request_head_is_408() {
     assert_still_serves(&gw).await;
 }
 
+/// After the first request hyper times the heads (with the gateway's per-connection
+/// timer): a keep-alive connection that sends part of a head, or nothing, is closed
+/// after `header_read_timeout`; one that keeps sending requests is never cut, however
+/// long it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_heads_are_timed_too() {
+    let (_up, gw) = setup_with("header_read_timeout = \"1s\"").await;
+    let request = b"GET /echo HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+    let mut s = raw_connect(gw.addr).await;
+    let start = Instant::now();
+    let mut answered = 0;
+    while start.elapsed() < Duration::from_millis(2600) {
+        if answered > 0 {
+            // Each pause is under the timeout; together they are well over it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        raw_write(&mut s, request).await;
+        let r = raw_read_response_within(&mut s, Duration::from_secs(5)).await;
+        assert_eq!(r.status, 200, "request {answered} on a busy connection");
+        answered += 1;
+    }
+    assert!(answered >= 6, "{answered}");
+
+    // Part of a head: closed after the timeout, counted (as hyper counts it) from the
+    // end of the previous response, not before.
+    let partial = Instant::now();
+    raw_write(&mut s, b"GET /echo HTTP/1.1\r\nHost: gw.test\r\n").await;
+    assert!(closed_within(&mut s, Duration::from_secs(5)).await);
+    let waited = partial.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "a slow second head is cut after header_read_timeout, got {waited:?}"
+    );
+
+    // Nothing at all after a response: the same.
+    let mut s = raw_connect(gw.addr).await;
+    raw_write(&mut s, request).await;
+    assert_eq!(
+        raw_read_response_within(&mut s, Duration::from_secs(5))
+            .await
+            .status,
+        200
+    );
+    let idle = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(5)).await);
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "an idle keep-alive connection is closed after header_read_timeout, got {waited:?}"
+    );
+    assert_still_serves(&gw).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_502() {
     let port = dead_port();

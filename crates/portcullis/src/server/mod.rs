@@ -8,6 +8,7 @@
 
 mod head;
 mod rewind;
+mod timer;
 
 use crate::stack::GatewayService;
 use head::{read_first_head, FirstHead};
@@ -188,7 +189,7 @@ async fn serve_connection(
         }
     } else {
         let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
+            .timer(timer::ConnectionTimer::default())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .serve_connection(io, hyper_service)
