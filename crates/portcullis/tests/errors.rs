@@ -316,6 +316,27 @@ async fn slow_upstream_is_504() {
     // A fast request is unaffected.
     let r = get(gw.addr, "/slow?ms=10").await;
     assert_eq!(r.status, 200);
+
+    // On a pooled connection whose timer an earlier request armed, and which fired
+    // while the connection sat idle: each request still gets its own full second.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    for _ in 0..2 {
+        let r = get(gw.addr, "/slow?ms=600").await;
+        assert_eq!(
+            r.status,
+            200,
+            "600 ms is within the 1 s timeout: {}",
+            r.text()
+        );
+    }
+    let start = Instant::now();
+    let r = get(gw.addr, "/slow?ms=4000").await;
+    let waited = start.elapsed();
+    assert_problem(&r, 504, "upstream_timeout");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(3500),
+        "504 after request_timeout on a reused connection, got it after {waited:?}"
+    );
     assert_still_serves(&gw).await;
 }
 
