@@ -203,10 +203,24 @@ fn serve_on_this_thread(
     });
 }
 
+/// Connections the kernel queues before they are accepted. `TcpListener::bind` asks for
+/// 128 (std's default), which a burst of new clients overflows: their SYNs are dropped
+/// and retried a second later. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot bind {what} {addr}: {e}"))
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restart can bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| format!("cannot bind {what} {addr}: {e}"))
 }
 
 /// Resolves on SIGTERM or SIGINT.
