@@ -554,3 +554,41 @@ async fn demo_prints_a_curl_url_that_answers() {
         let _: Value = r.json();
     }
 }
+
+/// A listen address someone else holds: one readable line naming it, a non-zero exit,
+/// at once (not a retry loop, not a panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_listen_address_is_one_line_and_a_failed_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = TempDir::new("taken");
+    let path = dir.write(
+        "portcullis.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://127.0.0.1:{}\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
+            dead_port()
+        ),
+    );
+    let out = within(
+        "serve on a taken port",
+        Duration::from_secs(10),
+        tokio::process::Command::from(portcullis_command())
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].contains(&format!("cannot bind [server] listen 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(taken);
+}
