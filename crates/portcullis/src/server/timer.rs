@@ -82,6 +82,14 @@ mod tests {
         d >= Duration::from_secs(secs) && d < Duration::from_secs(secs) + Duration::from_millis(5)
     }
 
+    /// A timer polled once and dropped, as hyper drops it when the head arrives in time:
+    /// it leaves the shared sleep armed at its deadline.
+    fn arm_and_drop(timer: &ConnectionTimer, secs: u64) {
+        let mut sleep = timer.sleep(Duration::from_secs(secs));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn fires_at_its_deadline_and_not_before() {
         let timer = ConnectionTimer::default();
@@ -94,15 +102,7 @@ mod tests {
     async fn a_later_timer_is_not_cut_short_by_an_earlier_one() {
         let timer = ConnectionTimer::default();
         let start = now();
-        // A head that arrived in time: its timer armed the shared sleep, then was dropped.
-        {
-            let mut first = timer.sleep(Duration::from_secs(10));
-            let waker = std::task::Waker::noop();
-            assert!(first
-                .as_mut()
-                .poll(&mut Context::from_waker(waker))
-                .is_pending());
-        }
+        arm_and_drop(&timer, 10);
         tokio::time::advance(Duration::from_secs(6)).await;
         // The next head's timer ends 16 s after the start, not at the first one's 10 s.
         timer.sleep(Duration::from_secs(10)).await;
@@ -116,14 +116,7 @@ mod tests {
     async fn an_earlier_deadline_than_the_armed_one_still_fires_on_time() {
         let timer = ConnectionTimer::default();
         let start = now();
-        {
-            let mut long = timer.sleep(Duration::from_secs(60));
-            let waker = std::task::Waker::noop();
-            assert!(long
-                .as_mut()
-                .poll(&mut Context::from_waker(waker))
-                .is_pending());
-        }
+        arm_and_drop(&timer, 60);
         timer.sleep(Duration::from_secs(2)).await;
         assert!(about(now() - start, 2), "{:?}", now() - start);
     }
