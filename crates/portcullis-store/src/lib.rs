@@ -119,3 +119,14 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets a remembered key, so the same id is accepted again.
     fn forget(&self, key: StoreKey) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// Keys spread like real hashes (both halves vary), for the store's own tests.
+#[cfg(test)]
+pub(crate) fn test_key(n: u64) -> StoreKey {
+    let a = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let b = n.wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ 0x1234;
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&a.to_le_bytes());
+    k[8..].copy_from_slice(&b.to_le_bytes());
+    StoreKey(k)
+}

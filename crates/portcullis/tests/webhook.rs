@@ -449,6 +449,26 @@ async fn rotation_accepts_any_active_secret() {
     .await
 }
 
+/// A signed `POST /echo/hook` with a chunked body (one chunk per slice); `extra` is
+/// more header lines, each ending in CRLF.
+fn chunked_delivery(signature: &[(String, String)], chunks: &[&[u8]], extra: &str) -> Vec<u8> {
+    let mut raw =
+        String::from("POST /echo/hook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n");
+    for (name, value) in signature {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str(extra);
+    raw.push_str("\r\n");
+    let mut raw = raw.into_bytes();
+    for chunk in chunks {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    raw
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_limit_applies_while_buffering() {
     bounded(async {
@@ -465,31 +485,15 @@ async fn body_limit_applies_while_buffering() {
         let r = deliver(&gw, "/echo/hook", &hs, &big).await;
         assert_problem(&r, 413, "body_too_large");
         // Chunked, no declared length: caught while buffering.
-        let mut raw = format!(
-            "POST /echo/hook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{}: {}\r\n{}: {}\r\n\r\n",
-            hs[0].0, hs[0].1, hs[1].0, hs[1].1
-        )
-        .into_bytes();
-        for _ in 0..4 {
-            raw.extend_from_slice(b"32\r\n");
-            raw.extend_from_slice(&[b'x'; 50]);
-            raw.extend_from_slice(b"\r\n");
-        }
-        raw.extend_from_slice(b"0\r\n\r\n");
+        let fifty: &[u8] = &[b'x'; 50];
+        let raw = chunked_delivery(&hs, &[fifty; 4], "");
         let (r, _s) = raw_exchange(gw.addr, &raw).await;
         assert_problem(&r, 413, "body_too_large");
         assert!(up.seen_target("/echo/hook").is_empty());
         // At the limit, chunked: verified and forwarded.
         let ok = vec![b'y'; 100];
         let hs = sign_hmac("secret", Some(now()), &ok);
-        let mut raw = format!(
-            "POST /echo/hook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{}: {}\r\n{}: {}\r\nConnection: close\r\n\r\n",
-            hs[0].0, hs[0].1, hs[1].0, hs[1].1
-        )
-        .into_bytes();
-        raw.extend_from_slice(b"64\r\n");
-        raw.extend_from_slice(&ok);
-        raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        let raw = chunked_delivery(&hs, &[&ok], "Connection: close\r\n");
         let (r, _s) = raw_exchange(gw.addr, &raw).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["body_len"], 100);

@@ -4,15 +4,7 @@ use std::time::Duration;
 
 const T0: u64 = 1_795_425_199_000_000_000;
 
-fn key(n: u64) -> StoreKey {
-    // Spread like real hashes: both halves vary.
-    let a = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let b = n.wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ 0x1234;
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&a.to_le_bytes());
-    k[8..].copy_from_slice(&b.to_le_bytes());
-    StoreKey(k)
-}
+use crate::test_key as key;
 
 fn check(n: u64, limit: u64, cost: u64) -> Check {
     Check {
