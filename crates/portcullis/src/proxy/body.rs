@@ -1,3 +1,4 @@
+use super::h1::{Decoded, ResponseDecoder};
 use super::pool::Lease;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -11,26 +12,30 @@ pin_project! {
     /// The gateway's response body: the upstream's, streamed, or one the gateway made.
     #[project = ProxyBodyProj]
     pub(crate) enum ProxyBody {
-        Upstream { #[pin] body: Incoming, lease: Option<Lease> },
+        Upstream { decoder: ResponseDecoder, lease: Option<Lease> },
         Full { #[pin] body: Full<Bytes> },
     }
 }
 
 impl ProxyBody {
-    /// The upstream's body; its connection returns to the pool when the body has ended
-    /// (`lease: None` for a connection that must not be reused). A body dropped before
-    /// its end drops the lease, and with it the connection.
-    pub(crate) fn upstream(body: Incoming, lease: Option<Lease>) -> Self {
-        // An empty body (HEAD, 204, 304, `Content-Length: 0`) is over already: a server
-        // that sees `is_end_stream` never polls it, so give the connection back now.
-        let lease = match lease {
-            Some(lease) if body.is_end_stream() => {
-                lease.release();
-                None
-            }
-            other => other,
-        };
-        ProxyBody::Upstream { body, lease }
+    /// The upstream's body, read off the leased connection as `decoder` says. The
+    /// connection returns to the pool when the body has ended (if the lease allows
+    /// reuse); a body dropped before its end drops the lease, and with it the connection.
+    pub(crate) fn upstream(decoder: ResponseDecoder, mut lease: Lease) -> Self {
+        // A body that is over already (HEAD, 204, 304, `Content-Length: 0`), or that
+        // arrived whole with the head: the connection goes back now, before the
+        // response is written to the client, and the body is plain bytes.
+        if let Some(whole) = decoder
+            .remaining()
+            .and_then(|n| lease.conn().take_buffered(n))
+        {
+            lease.release();
+            return ProxyBody::full(whole);
+        }
+        ProxyBody::Upstream {
+            decoder,
+            lease: Some(lease),
+        }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
@@ -42,29 +47,39 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { mut body, lease } => {
-                let frame = std::task::ready!(body.as_mut().poll_frame(cx));
-                let ended = match &frame {
-                    None => true,
-                    Some(Ok(_)) => body.is_end_stream(),
-                    Some(Err(_)) => {
-                        lease.take(); // a broken exchange: the connection is not reused
-                        false
-                    }
+            ProxyBodyProj::Upstream { decoder, lease } => {
+                let Some(held) = lease.as_mut() else {
+                    return Poll::Ready(None);
                 };
-                if ended {
-                    if let Some(lease) = lease.take() {
-                        lease.release();
+                let step = std::task::ready!(decoder.poll_next(held.conn(), cx));
+                match step {
+                    Ok(Decoded::Data(data)) => {
+                        if decoder.is_done() {
+                            // The last bytes: the server will not poll again.
+                            if let Some(held) = lease.take() {
+                                held.release();
+                            }
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Ok(Decoded::End) => {
+                        if let Some(held) = lease.take() {
+                            held.release();
+                        }
+                        Poll::Ready(None)
+                    }
+                    Err(e) => {
+                        lease.take(); // a broken exchange: the connection is closed
+                        Poll::Ready(Some(Err(e)))
                     }
                 }
-                Poll::Ready(frame)
             }
             ProxyBodyProj::Full { body } => body
                 .poll_frame(cx)
@@ -74,14 +89,17 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Upstream { decoder, .. } => decoder.is_done(),
             ProxyBody::Full { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Upstream { decoder, .. } => match decoder.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
             ProxyBody::Full { body } => body.size_hint(),
         }
     }
@@ -96,7 +114,7 @@ pin_project! {
     #[project = RequestBodyProj]
     pub(crate) enum ProxyRequestBody {
         Streaming { #[pin] body: http_body_util::Limited<Incoming> },
-        Buffered { #[pin] body: Full<Bytes> },
+        Buffered { bytes: Option<Bytes> },
     }
 }
 
@@ -107,7 +125,15 @@ impl ProxyRequestBody {
 
     pub(crate) fn buffered(bytes: Bytes) -> Self {
         ProxyRequestBody::Buffered {
-            body: Full::new(bytes),
+            bytes: (!bytes.is_empty()).then_some(bytes),
+        }
+    }
+
+    /// The whole body, when it is already in memory (a webhook route's), taken out.
+    pub(crate) fn take_buffered(&mut self) -> Option<Bytes> {
+        match self {
+            ProxyRequestBody::Buffered { bytes } => bytes.take(),
+            ProxyRequestBody::Streaming { .. } => None,
         }
     }
 }
@@ -122,23 +148,25 @@ impl Body for ProxyRequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             RequestBodyProj::Streaming { body } => body.poll_frame(cx),
-            RequestBodyProj::Buffered { body } => body
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            RequestBodyProj::Buffered { bytes } => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyRequestBody::Streaming { body } => body.is_end_stream(),
-            ProxyRequestBody::Buffered { body } => body.is_end_stream(),
+            ProxyRequestBody::Buffered { bytes } => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyRequestBody::Streaming { body } => body.size_hint(),
-            ProxyRequestBody::Buffered { body } => body.size_hint(),
+            ProxyRequestBody::Buffered { bytes } => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! too slow: 504).
 
 mod body;
+mod h1;
 mod headers;
 mod pool;
 
@@ -13,7 +14,8 @@ pub(crate) use body::{ProxyBody, ProxyRequestBody};
 
 use crate::health::UpstreamHealth;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri};
+use h1::{Conn, ExchangeError, Framing, ResponseDecoder};
+use http::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use pool::{Pool, SendError};
 use portcullis_core::problem::Problem;
@@ -25,6 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 /// Forwards requests to one upstream.
 #[derive(Clone)]
@@ -107,7 +110,7 @@ impl Inner {
         let started = Instant::now();
         let result = tokio::time::timeout(self.request_timeout, self.pool.send(req)).await;
         let upstream_time = started.elapsed();
-        let (mut res, lease) = match result {
+        let (head, lease) = match result {
             Ok(Ok(pair)) => {
                 self.health.mark(true);
                 pair
@@ -121,16 +124,20 @@ impl Inner {
                     format!("upstream {} is unreachable", self.authority),
                 ));
             }
-            Ok(Err(SendError::Exchange(e))) => {
-                if is_length_limit_error(&e) {
+            Ok(Err(SendError::Exchange(ExchangeError::Body(e)))) => {
+                if is_length_limit_error(e.as_ref()) {
                     return answer(too_large(self.max_body_bytes));
                 }
-                tracing::debug!(error = %e, "upstream exchange failed");
+                tracing::debug!(error = %e, "request body failed");
                 return answer(Problem::new(
-                    502,
-                    "upstream_error",
-                    "the upstream closed the connection or sent an invalid response",
+                    400,
+                    "bad_request",
+                    "the request body could not be read",
                 ));
+            }
+            Ok(Err(SendError::Exchange(e))) => {
+                tracing::debug!(error = %e, "upstream exchange failed");
+                return answer(upstream_error());
             }
             Err(_) => {
                 return answer(Problem::new(
@@ -144,19 +151,24 @@ impl Inner {
             }
         };
 
-        // Room for the headers the layers above add (request id, latency, rate-limit
-        // and security headers) without growing the map several times.
-        res.headers_mut().reserve(16);
-        let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let switching = head.framing == Framing::Upgrade;
+        let mut res = Response::new(());
+        *res.status_mut() = head.status;
+        *res.version_mut() = head.version;
+        *res.headers_mut() = head.headers;
         headers::strip_hop_by_hop(res.headers_mut(), upgrade && switching);
         res.extensions_mut().insert(UpstreamTiming(upstream_time));
-        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
-            let upstream_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        if switching {
+            // A protocol switch the client did not ask for cannot be passed on.
+            let Some(client_upgrade) = client_upgrade else {
+                tracing::debug!("the upstream switched protocols unasked");
+                return answer(upstream_error());
+            };
+            // The connection belongs to its tunnel from now on.
+            tokio::spawn(tunnel(client_upgrade, lease.into_conn()));
+            return res.map(|()| ProxyBody::full(Bytes::new()));
         }
-        // An upgraded connection belongs to its tunnel from now on.
-        let lease = (!switching).then_some(lease);
-        res.map(|body| ProxyBody::upstream(body, lease))
+        res.map(|()| ProxyBody::upstream(ResponseDecoder::new(head.framing), lease))
     }
 
     /// Rewrites the request for the upstream: absolute URI, HTTP/1.1, no hop-by-hop
@@ -193,17 +205,29 @@ impl Inner {
     }
 }
 
-/// Copies bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+fn upstream_error() -> Problem {
+    Problem::new(
+        502,
+        "upstream_error",
+        "the upstream closed the connection or sent an invalid response",
+    )
+}
+
+/// Copies bytes both ways between an upgraded client and the upstream connection, the
+/// upstream's bytes that arrived with its 101 response first.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: Conn) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
+    let (mut upstream, early) = upstream.into_parts();
+    if !early.is_empty() && client.write_all(&early).await.is_err() {
+        return;
+    }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 

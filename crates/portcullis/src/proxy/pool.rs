@@ -2,25 +2,26 @@
 //!
 //! Why not hyper-util's pooled client: it keys its pool by scheme and authority in a
 //! hashed map behind a lock, checks connections out and back through futures of its
-//! own, and rewrites every request to absolute form and back: about a tenth of the
-//! gateway's instructions per proxied request, for one fixed upstream. Here a
-//! connection is a hyper [`SendRequest`] on a stack:
+//! own, and rewrites every request to absolute form and back, for one fixed upstream.
+//! Here a connection ([`Conn`]) sits on a stack:
 //!
 //! - a request takes the most recently used idle connection (its socket and buffers
-//!   are warm), waits until it is ready, and sends; a connection the upstream closed
-//!   while idle is dropped and the next one tried, and a request that never left is
-//!   sent again on another connection;
+//!   are warm); one that received anything while idle (the upstream closed it, or
+//!   sent unasked-for bytes) is dropped and the next one tried. A request without a
+//!   body and with an idempotent method is sent again on another connection when a
+//!   reused one fails before any byte of a response arrives (the upstream closed it
+//!   just as it was reused);
 //! - the connection goes back on the stack when the response body has ended (a [`Lease`]
-//!   travels with the body); one whose body was abandoned, or that was upgraded, is
-//!   closed instead, as HTTP/1.1 requires;
+//!   travels with the body); one whose body was abandoned, that the upstream asked to
+//!   close, whose response was not cleanly delimited, or that was upgraded, is closed
+//!   instead, as HTTP/1.1 requires;
 //! - idle connections beyond [`MAX_IDLE`], or idle longer than [`IDLE_TIMEOUT`], are
 //!   closed.
 
 use super::body::ProxyRequestBody;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use super::h1::{Conn, ExchangeError, ResponseHead};
+use http::Request;
+use http_body::Body as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -36,20 +37,24 @@ pub(crate) enum SendError {
     /// No connection could be opened (refused, unreachable, connect timeout).
     Connect(String),
     /// The exchange failed after the request was handed to a connection.
-    Exchange(hyper::Error),
+    Exchange(ExchangeError),
 }
 
 /// The idle connections of one serving thread.
+#[derive(Debug)]
 pub(crate) struct Pool {
-    idle: Mutex<Vec<(SendRequest<ProxyRequestBody>, Instant)>>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
     /// `host:port` to connect to.
     addr: String,
     connect_timeout: Duration,
 }
 
 /// A connection on loan to one response: back to the pool when the body has ended.
+#[derive(Debug)]
 pub(crate) struct Lease {
-    sender: Option<SendRequest<ProxyRequestBody>>,
+    conn: Conn,
+    /// Whether the response lets the connection carry another request.
+    keep_alive: bool,
     pool: Arc<Pool>,
 }
 
@@ -62,65 +67,53 @@ impl Pool {
         })
     }
 
-    /// Sends `req` on a pooled connection (or a new one) and returns the response with
-    /// the lease of its connection, or `None` for the lease when the connection must
-    /// not be reused.
+    /// Sends `req` on a pooled connection (or a new one) and returns the response head
+    /// with the lease of its connection, through which the body is read.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        mut req: Request<ProxyRequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        req: Request<ProxyRequestBody>,
+    ) -> Result<(ResponseHead, Lease), SendError> {
+        let (parts, mut body) = req.into_parts();
+        let repeatable = body.is_end_stream() && parts.method.is_idempotent();
         loop {
-            let (mut sender, reused) = match self.take_idle() {
-                Some(sender) => (sender, true),
+            let (mut conn, reused) = match self.take_idle() {
+                Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            if sender.ready().await.is_err() {
-                if reused {
-                    continue; // closed while idle: try the next one
-                }
-                return Err(SendError::Connect(
-                    "the upstream closed a new connection at once".into(),
-                ));
-            }
-            match sender.try_send_request(req).await {
-                Ok(res) => {
+            match conn.exchange(&parts, &mut body).await {
+                Ok(head) => {
                     let lease = Lease {
-                        sender: Some(sender),
+                        conn,
+                        keep_alive: head.keep_alive,
                         pool: self.clone(),
                     };
-                    return Ok((res, lease));
+                    return Ok((head, lease));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the connection went away first. Another one may
-                    // take it; a new connection failing this way is an upstream error.
-                    Some(back) if reused => req = back,
-                    _ => return Err(SendError::Exchange(e.into_error())),
-                },
+                // Closed just as it was reused: another connection may take it.
+                Err(ExchangeError::Closed(_)) if reused && repeatable => continue,
+                Err(e) => return Err(SendError::Exchange(e)),
             }
         }
     }
 
-    fn take_idle(&self) -> Option<SendRequest<ProxyRequestBody>> {
+    fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
+        while let Some((mut conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && conn.is_reusable() {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn put_back(&self, sender: SendRequest<ProxyRequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put_back(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE {
-            idle.push((sender, Instant::now()));
+            idle.push((conn, Instant::now()));
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<ProxyRequestBody>, SendError> {
+    async fn connect(&self) -> Result<Conn, SendError> {
         let stream = match tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(&self.addr),
@@ -137,29 +130,25 @@ impl Pool {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| SendError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Conn::new(stream))
     }
 }
 
 impl Lease {
-    /// The response body ended: the connection may serve another request.
-    pub(crate) fn release(mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.put_back(sender);
+    pub(super) fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
+    /// The response body ended: the connection may serve another request, if the
+    /// response allowed it and nothing followed the body.
+    pub(crate) fn release(self) {
+        if self.keep_alive && self.conn.is_drained() {
+            self.pool.put_back(self.conn);
         }
     }
-}
 
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").finish_non_exhaustive()
+    /// The connection, for a protocol switch.
+    pub(crate) fn into_conn(self) -> Conn {
+        self.conn
     }
 }
