@@ -117,16 +117,28 @@ impl Bound {
             .into_std()
             .map_err(|e| format!("cannot share the listener: {e}"))?;
         let (released_tx, released) = watch::channel(false);
+        let (balance, inboxes) = server::Balance::new(workers);
         let mut threads = Vec::with_capacity(workers);
-        for (i, service) in services.into_iter().enumerate() {
+        for (i, (service, inbox)) in services.into_iter().zip(inboxes).enumerate() {
             let listener = listener
                 .try_clone()
                 .map_err(|e| format!("cannot share the listener: {e}"))?;
             let handle = drain.handle();
             let released = released.clone();
+            let balance = balance.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("portcullis-serve-{i}"))
-                .spawn(move || serve_on_this_thread(listener, service, limits, handle, released))
+                .spawn(move || {
+                    let accept = move || -> std::io::Result<server::Acceptor> {
+                        Ok(server::Acceptor {
+                            listener: TcpListener::from_std(listener)?,
+                            thread: i,
+                            balance,
+                            inbox,
+                        })
+                    };
+                    serve_on_this_thread(accept, service, limits, handle, released)
+                })
                 .map_err(|e| format!("cannot start a serving thread: {e}"))?;
             threads.push(thread);
         }
@@ -171,7 +183,7 @@ fn serving_threads() -> usize {
 /// load), the way nginx's worker processes run. The admin listener, the probes and the
 /// Redis connection stay on the main runtime.
 fn serve_on_this_thread(
-    listener: std::net::TcpListener,
+    acceptor: impl FnOnce() -> std::io::Result<server::Acceptor>,
     service: crate::stack::GatewayService,
     limits: HeadLimits,
     drain: DrainHandle,
@@ -188,8 +200,9 @@ fn serve_on_this_thread(
         }
     };
     runtime.block_on(async move {
-        match TcpListener::from_std(listener) {
-            Ok(listener) => server::accept_loop(listener, service, limits, &drain).await,
+        // Registered with this thread's runtime, so made inside it.
+        match acceptor() {
+            Ok(acceptor) => server::accept_loop(acceptor, service, limits, &drain).await,
             Err(e) => tracing::error!(error = %e, "cannot register the listener"),
         }
         // Stop holding the drain open; the connections' own guards keep it waiting.

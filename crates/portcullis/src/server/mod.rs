@@ -6,9 +6,12 @@
 //! answer with an empty 400 or just close). Later requests on a keep-alive connection
 //! are guarded by hyper's own `header_read_timeout` and buffer limit.
 
+mod balance;
 mod head;
 mod rewind;
 mod timer;
+
+pub(crate) use balance::{Balance, Handoff};
 
 use crate::stack::GatewayService;
 use head::{read_first_head, FirstHead};
@@ -18,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portcullis_tower::PeerAddr;
 use rewind::Rewind;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -96,33 +100,73 @@ impl DrainHandle {
     }
 }
 
+/// What one serving thread accepts from: the shared listener, and its inbox of
+/// connections other threads accepted and passed on (see [`balance`]).
+pub(crate) struct Acceptor {
+    pub(crate) listener: TcpListener,
+    /// This thread's number among the serving threads.
+    pub(crate) thread: usize,
+    pub(crate) balance: Arc<Balance>,
+    pub(crate) inbox: mpsc::UnboundedReceiver<Handoff>,
+}
+
 /// Accepts connections until `shutdown` changes to true.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    acceptor: Acceptor,
     service: GatewayService,
     limits: HeadLimits,
     drain: &DrainHandle,
 ) {
+    let Acceptor {
+        listener,
+        thread,
+        balance,
+        mut inbox,
+    } = acceptor;
     let (mut shutdown, _) = drain.watcher();
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let to = balance.assign(thread);
+                    if to == thread {
+                        (stream, peer)
+                    } else {
+                        // Passed on; a connection that cannot be (the other thread is
+                        // shutting down) is closed.
+                        let sent = stream.into_std().map_err(drop).and_then(|std| {
+                            balance.hand_to(to, (std, peer)).map_err(drop)
+                        });
+                        if sent.is_err() {
+                            balance.closed(to);
+                        }
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some((std, peer)) = inbox.recv() => match TcpStream::from_std(std) {
+                Ok(stream) => (stream, peer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take over a connection");
+                    balance.closed(thread);
+                    continue;
+                }
+            },
             _ = shutdown.changed() => return,
         };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let counted = balance::Counted::new(balance.clone(), thread);
         let (signal, guard) = drain.watcher();
         let service = service.clone();
         tokio::spawn(async move {
             serve_connection(stream, peer, service, limits, signal, guard).await;
+            drop(counted);
         });
     }
 }
