@@ -64,6 +64,15 @@ impl std::fmt::Display for ExchangeError {
     }
 }
 
+/// Header fields a caller writes into the request head itself, in place of any of the
+/// same names the request carries.
+pub(crate) trait ExtraFields {
+    /// Whether the request's own field `name` is left out.
+    fn replaces(&self, name: &HeaderName) -> bool;
+    /// Writes the fields, each line ending in CRLF; `headers` are the request's own.
+    fn write(&self, headers: &HeaderMap, buf: &mut Vec<u8>);
+}
+
 /// How a response body is delimited (RFC 9112 section 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -157,10 +166,11 @@ impl Conn {
         &mut self,
         parts: &http::request::Parts,
         body: &mut ProxyRequestBody,
+        extra: &impl ExtraFields,
     ) -> Result<ResponseHead, ExchangeError> {
         let length = request_length(parts, body);
         self.write_buf.clear();
-        encode_head(&mut self.write_buf, parts, length);
+        encode_head(&mut self.write_buf, parts, extra, length);
         if let Some(bytes) = body.take_buffered() {
             self.write_buf.extend_from_slice(&bytes);
         }
@@ -298,7 +308,12 @@ fn request_length(parts: &http::request::Parts, body: &ProxyRequestBody) -> Opti
 }
 
 /// Writes the request line and header fields, with the framing field the body needs.
-fn encode_head(buf: &mut Vec<u8>, parts: &http::request::Parts, length: Option<u64>) {
+fn encode_head(
+    buf: &mut Vec<u8>,
+    parts: &http::request::Parts,
+    extra: &impl ExtraFields,
+    length: Option<u64>,
+) {
     buf.extend_from_slice(parts.method.as_str().as_bytes());
     buf.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -310,7 +325,10 @@ fn encode_head(buf: &mut Vec<u8>, parts: &http::request::Parts, length: Option<u
     buf.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
         // The framing field is ours to write, from the body actually sent.
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || extra.replaces(name)
+        {
             continue;
         }
         buf.extend_from_slice(name.as_str().as_bytes());
@@ -318,6 +336,7 @@ fn encode_head(buf: &mut Vec<u8>, parts: &http::request::Parts, length: Option<u
         buf.extend_from_slice(value.as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
+    extra.write(&parts.headers, buf);
     match length {
         // A request without a body carries no framing field, except where the method
         // implies a body and the upstream would otherwise wait for one.

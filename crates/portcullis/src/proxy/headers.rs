@@ -102,41 +102,56 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-pub(super) fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: Option<ClientInfo>,
-    host: Option<HeaderValue>,
-) {
-    let Some(client) = client else { return };
-    let mut xff = String::with_capacity(48);
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(v) = v.to_str() {
-            if !v.trim().is_empty() {
-                xff.push_str(v.trim());
-                xff.push_str(", ");
+/// The `X-Forwarded-*` fields of one request (SPEC "Client identity"), written straight
+/// into the request head sent upstream in place of the client's own: the client's
+/// `X-Forwarded-For` list with the client's address appended, the scheme, and the host.
+/// (Written as text rather than put in the header map: three map insertions, a string
+/// turned into a header value, and the map walked again to send them, saved.)
+pub(super) struct Forwarded {
+    /// `None`: nothing is added (a request that did not come through the client layer).
+    pub(super) client: Option<ClientInfo>,
+    pub(super) host: Option<HeaderValue>,
+}
+
+impl super::h1::ExtraFields for Forwarded {
+    fn replaces(&self, name: &HeaderName) -> bool {
+        self.client.is_some()
+            && (name == X_FORWARDED_FOR
+                || name == X_FORWARDED_PROTO
+                || (self.host.is_some() && name == X_FORWARDED_HOST))
+    }
+
+    fn write(&self, headers: &HeaderMap, buf: &mut Vec<u8>) {
+        let Some(client) = self.client else { return };
+        buf.extend_from_slice(b"x-forwarded-for: ");
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(v) = v.to_str() {
+                if !v.trim().is_empty() {
+                    buf.extend_from_slice(v.trim().as_bytes());
+                    buf.extend_from_slice(b", ");
+                }
             }
         }
-    }
-    match portcullis_core::identity::canonical_ip(client.peer.ip()) {
-        // Written straight into the header's text, without `fmt`.
-        std::net::IpAddr::V4(v4) => portcullis_core::identity::push_ipv4(&mut xff, v4),
-        ip => {
-            use std::fmt::Write as _;
-            let _ = write!(xff, "{ip}");
+        let mut ip = String::with_capacity(48);
+        match portcullis_core::identity::canonical_ip(client.peer.ip()) {
+            // Written straight into the text, without `fmt`.
+            std::net::IpAddr::V4(v4) => portcullis_core::identity::push_ipv4(&mut ip, v4),
+            ip6 => {
+                use std::fmt::Write as _;
+                let _ = write!(ip, "{ip6}");
+            }
         }
-    }
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    let proto = if client.identity.https {
-        "https"
-    } else {
-        "http"
-    };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        headers.insert(header::HOST, host);
+        buf.extend_from_slice(ip.as_bytes());
+        buf.extend_from_slice(if client.identity.https {
+            b"\r\nx-forwarded-proto: https\r\n"
+        } else {
+            b"\r\nx-forwarded-proto: http\r\n"
+        });
+        if let Some(host) = &self.host {
+            buf.extend_from_slice(b"x-forwarded-host: ");
+            buf.extend_from_slice(host.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
     }
 }
 

@@ -15,7 +15,7 @@ pub(crate) use body::{ProxyBody, ProxyRequestBody};
 use crate::health::UpstreamHealth;
 use bytes::Bytes;
 use h1::{Conn, ExchangeError, Framing, ResponseDecoder};
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use hyper_util::rt::TokioIo;
 use pool::{Pool, SendError};
 use portcullis_core::problem::Problem;
@@ -103,12 +103,14 @@ impl Inner {
 
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let client = req.extensions().get::<ClientInfo>().copied();
-        if let Err(detail) = self.prepare(&mut req, client, upgrade) {
-            return answer(Problem::new(400, "bad_request", detail));
-        }
+        let forwarded = self.prepare(&mut req, client, upgrade);
 
         let started = Instant::now();
-        let result = tokio::time::timeout(self.request_timeout, self.pool.send(req)).await;
+        let result = tokio::time::timeout(
+            self.request_timeout,
+            self.pool.send(req, &forwarded, started),
+        )
+        .await;
         let upstream_time = started.elapsed();
         let (head, lease) = match result {
             Ok(Ok(pair)) => {
@@ -171,37 +173,31 @@ impl Inner {
         res.map(|()| ProxyBody::upstream(ResponseDecoder::new(head.framing), lease))
     }
 
-    /// Rewrites the request for the upstream: absolute URI, HTTP/1.1, no hop-by-hop
-    /// headers, and the `X-Forwarded-*` set.
+    /// Readies the request for the upstream: no hop-by-hop headers, a `Host`, and the
+    /// `X-Forwarded-*` fields to send with it. The request line is written in origin
+    /// form (`/path?query`) and as HTTP/1.1 whatever the client's version.
     fn prepare(
         &self,
         req: &mut Request<ProxyRequestBody>,
         client: Option<ClientInfo>,
         upgrade: bool,
-    ) -> Result<(), String> {
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let host = req
-            .headers()
-            .get(http::header::HOST)
-            .cloned()
-            .or_else(|| {
-                req.uri()
-                    .authority()
-                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            })
-            // HTTP/1.1 needs a Host: without one from the client, name the upstream.
-            .or_else(|| http::HeaderValue::from_str(self.authority.as_str()).ok());
-        // Origin form (`/path?query`), as HTTP/1.1 sends it to an origin server.
-        *req.uri_mut() = Uri::from(path_and_query);
-        *req.version_mut() = http::Version::HTTP_11;
+    ) -> headers::Forwarded {
+        let given = req.headers().get(http::header::HOST).cloned();
+        let host = given.clone().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+                // HTTP/1.1 needs a Host: without one from the client, name the upstream.
+                .or_else(|| http::HeaderValue::from_str(self.authority.as_str()).ok())
+        });
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers, upgrade);
-        headers::set_forwarded(headers, client, host);
-        Ok(())
+        if given.is_none() {
+            if let Some(host) = &host {
+                headers.insert(http::header::HOST, host.clone());
+            }
+        }
+        headers::Forwarded { client, host }
     }
 }
 

@@ -19,7 +19,7 @@
 //!   closed.
 
 use super::body::ProxyRequestBody;
-use super::h1::{Conn, ExchangeError, ResponseHead};
+use super::h1::{Conn, ExchangeError, ExtraFields, ResponseHead};
 use http::Request;
 use http_body::Body as _;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -53,6 +53,9 @@ pub(crate) struct Pool {
 #[derive(Debug)]
 pub(crate) struct Lease {
     conn: Conn,
+    /// When the request was sent: the connection counts as idle from then on, a little
+    /// early, which saves reading the clock again when it goes back.
+    sent_at: Instant,
     /// Whether the response lets the connection carry another request.
     keep_alive: bool,
     pool: Arc<Pool>,
@@ -68,22 +71,26 @@ impl Pool {
     }
 
     /// Sends `req` on a pooled connection (or a new one) and returns the response head
-    /// with the lease of its connection, through which the body is read.
+    /// with the lease of its connection, through which the body is read. `extra` adds
+    /// header fields; `now` is the caller's reading of the clock.
     pub(crate) async fn send(
         self: &Arc<Self>,
         req: Request<ProxyRequestBody>,
+        extra: &impl ExtraFields,
+        now: Instant,
     ) -> Result<(ResponseHead, Lease), SendError> {
         let (parts, mut body) = req.into_parts();
         let repeatable = body.is_end_stream() && parts.method.is_idempotent();
         loop {
-            let (mut conn, reused) = match self.take_idle() {
+            let (mut conn, reused) = match self.take_idle(now) {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            match conn.exchange(&parts, &mut body).await {
+            match conn.exchange(&parts, &mut body, extra).await {
                 Ok(head) => {
                     let lease = Lease {
                         conn,
+                        sent_at: now,
                         keep_alive: head.keep_alive,
                         pool: self.clone(),
                     };
@@ -96,20 +103,20 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<Conn> {
+    fn take_idle(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && conn.is_reusable() {
+            if now.saturating_duration_since(since) < IDLE_TIMEOUT && conn.is_reusable() {
                 return Some(conn);
             }
         }
         None
     }
 
-    fn put_back(&self, conn: Conn) {
+    fn put_back(&self, conn: Conn, idle_since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE {
-            idle.push((conn, Instant::now()));
+            idle.push((conn, idle_since));
         }
     }
 
@@ -143,7 +150,7 @@ impl Lease {
     /// response allowed it and nothing followed the body.
     pub(crate) fn release(self) {
         if self.keep_alive && self.conn.is_drained() {
-            self.pool.put_back(self.conn);
+            self.pool.put_back(self.conn, self.sent_at);
         }
     }
 
