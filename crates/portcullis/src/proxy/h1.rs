@@ -418,16 +418,29 @@ fn parse_head(
         // Room for the headers the layers above add (request id, latency, rate-limit
         // and security headers) without growing the map several times.
         let mut headers = HeaderMap::with_capacity(spans.len() + 16);
+        let mut close = false;
         for &(name_at, name_len, value_at, value_len) in spans.iter() {
             let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
                 .map_err(|_| ExchangeError::Invalid("invalid header name".into()))?;
+            if name == header::CONNECTION {
+                // Hop-by-hop, and never passed on: read here rather than added to the
+                // map and taken out again, unless it names other fields to remove, or
+                // asks for an upgrade (both left to the proxy's hop-by-hop stripping).
+                if let Some(says_close) = keep_alive_or_close(&head[value_at..value_at + value_len])
+                {
+                    close |= says_close;
+                    continue;
+                }
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
                 .map_err(|_| ExchangeError::Invalid(format!("invalid value of {name}")))?;
             headers.append(name, value);
         }
         let (framing, framing_keep_alive) = framing(status, head_request, &mut headers)?;
-        let keep_alive =
-            framing_keep_alive && version == Version::HTTP_11 && !connection_has(&headers, "close");
+        let keep_alive = framing_keep_alive
+            && version == Version::HTTP_11
+            && !close
+            && !connection_has(&headers, "close");
         return Ok(Some(ResponseHead {
             status,
             version,
@@ -497,6 +510,20 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |n, &d| {
         d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
     })
+}
+
+/// For a `Connection` value made only of `keep-alive` and `close` options: whether it
+/// says `close`. `None` for any other value.
+fn keep_alive_or_close(value: &[u8]) -> Option<bool> {
+    let mut close = false;
+    for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        if option.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if !option.is_empty() && !option.eq_ignore_ascii_case(b"keep-alive") {
+            return None;
+        }
+    }
+    Some(close)
 }
 
 fn connection_has(headers: &HeaderMap, option: &str) -> bool {
@@ -769,6 +796,12 @@ mod tests {
         assert!(!r.keep_alive);
         let r = h("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n");
         assert!(!r.keep_alive);
+        let r = h("HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\ncontent-length: 1\r\n\r\n");
+        assert!(!r.keep_alive);
+        let r = h("HTTP/1.1 200 OK\r\nconnection: x-private, close\r\ncontent-length: 1\r\n\r\n");
+        assert!(!r.keep_alive);
+        let r = h("HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n");
+        assert!(r.keep_alive);
         let r = head(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true)
             .unwrap()
             .unwrap();
@@ -787,6 +820,20 @@ mod tests {
         assert!(head(b"HTTP/1.1 200 OK\r\ncontent-le", false)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn connection_is_kept_only_when_it_names_fields() {
+        let h = |s: &str| head(s.as_bytes(), false).unwrap().unwrap().headers;
+        assert!(!h("HTTP/1.1 200 OK\r\nconnection: keep-alive\r\n\r\n").contains_key("connection"));
+        assert!(!h("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n").contains_key("connection"));
+        let named = h("HTTP/1.1 200 OK\r\nconnection: keep-alive, x-private\r\n\r\n");
+        assert_eq!(
+            named["connection"], "keep-alive, x-private",
+            "left for the hop-by-hop strip"
+        );
+        let upgrade = h("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\r\n");
+        assert_eq!(upgrade["connection"], "upgrade");
     }
 
     #[test]
