@@ -79,9 +79,15 @@ fn first_escape(b: &[u8]) -> Option<usize> {
 /// Appends `s` as a JSON string literal (RFC 8259 escapes).
 pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
+    push_escaped(out, s);
+    out.push('"');
+}
+
+/// Appends the inside of a JSON string literal holding `s` (escaped, no quotes), for a
+/// string written in pieces.
+pub fn push_escaped(out: &mut String, s: &str) {
     let Some(first) = first_escape(s.as_bytes()) else {
         out.push_str(s);
-        out.push('"');
         return;
     };
     let mut start = 0;
@@ -106,7 +112,6 @@ pub fn push_str(out: &mut String, s: &str) {
         start = i + 1;
     }
     out.push_str(&s[start..]);
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -144,6 +144,48 @@ impl Problem {
     }
 }
 
+/// The body of the 429 that [`Problem::quota_exceeded`], `with_instance(instance)` and
+/// `with_request_id(request_id)` describe, written without building the problem: its
+/// strings, JSON values and vectors cost a rejection more than the writing does.
+pub fn quota_exceeded_json<S: AsRef<str>>(
+    policy: &str,
+    limit: u64,
+    window: &str,
+    violated: &[S],
+    retry_after_secs: u64,
+    instance: &str,
+    request_id: &str,
+) -> String {
+    let mut out = String::with_capacity(
+        280 + 2 * policy.len() + instance.len() + request_id.len() + 16 * violated.len(),
+    );
+    out.push_str("{\"type\":\"");
+    out.push_str(QUOTA_EXCEEDED);
+    out.push_str("\",\"title\":\"Too Many Requests\",\"status\":429,\"detail\":\"policy '");
+    json::push_escaped(&mut out, policy);
+    out.push_str("' allows ");
+    json::push_u64(&mut out, limit);
+    out.push_str(" requests per ");
+    json::push_escaped(&mut out, window);
+    out.push_str("\",\"instance\":");
+    json::push_str(&mut out, instance);
+    out.push_str(",\"code\":\"rate_limited\",\"request_id\":");
+    json::push_str(&mut out, request_id);
+    out.push_str(",\"violated-policies\":[");
+    for (i, name) in violated.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::push_str(&mut out, name.as_ref());
+    }
+    out.push_str("],\"policy\":");
+    json::push_str(&mut out, policy);
+    out.push_str(",\"retry_after\":");
+    json::push_u64(&mut out, retry_after_secs);
+    out.push('}');
+    out
+}
+
 /// The reason phrase of the status codes the gateway produces itself.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -167,6 +209,36 @@ pub fn reason_phrase(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_429_body_written_directly_is_the_problem_s() {
+        for (policy, window, violated, instance, id) in [
+            (
+                "default",
+                "1m",
+                vec!["default"],
+                "/",
+                "9c1239b0-fc9a-4cac-a7ae-d1275054581e",
+            ),
+            (
+                "per \"user\"\n",
+                "10s",
+                vec!["a", "b\\c"],
+                "/caf\u{e9}/\u{1}",
+                "",
+            ),
+            ("x", "1h", vec![], "", "id"),
+        ] {
+            let expected = Problem::quota_exceeded(policy, 7, window, &violated, 42)
+                .with_instance(instance)
+                .with_request_id(id)
+                .to_json();
+            let direct = quota_exceeded_json(policy, 7, window, &violated, 42, instance, id);
+            assert_eq!(direct, expected);
+            let parsed: serde_json::Value = serde_json::from_str(&direct).unwrap();
+            assert_eq!(parsed["status"], 429);
+        }
+    }
 
     #[test]
     fn renders_rfc9457_members_and_escapes_strings() {

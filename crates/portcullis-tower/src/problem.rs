@@ -13,12 +13,16 @@ pub fn for_request<B: From<Bytes>, T>(req: &Request<T>, problem: Problem) -> Res
 
 /// Builds an `application/problem+json` response from a complete problem.
 pub fn response<B: From<Bytes>>(problem: Problem) -> Response<B> {
-    let body = Bytes::from(problem.to_json());
-    let mut res = Response::new(B::from(body));
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    with_body(status, problem.to_json())
+}
+
+/// An `application/problem+json` response with a body already written.
+pub fn with_body<B: From<Bytes>>(status: StatusCode, json: String) -> Response<B> {
+    let mut res = Response::new(B::from(Bytes::from(json)));
     // The layers above add about fifteen headers to every problem.
     res.headers_mut().reserve(20);
-    *res.status_mut() =
-        StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *res.status_mut() = status;
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     res

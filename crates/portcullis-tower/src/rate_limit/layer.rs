@@ -1,7 +1,7 @@
 use super::{DecisionHook, RateLimiter, Verdict};
 use crate::observe::MatchedRoute;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use portcullis_core::headers::ratelimit::{self, RenderedHeaders};
 use portcullis_core::problem::Problem;
@@ -138,9 +138,18 @@ fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>) -> Applied<B, RB
             violated,
             retry_after,
         } => {
-            let names: Vec<&str> = violated.iter().map(|n| &**n).collect();
-            let problem = Problem::quota_exceeded(&policy, limit, &window, &names, retry_after);
-            let mut res: Response<RB> = crate::problem::for_request(&req, problem);
+            let id = req.extensions().get::<crate::RequestId>();
+            let body = portcullis_core::problem::quota_exceeded_json(
+                &policy,
+                limit,
+                &window,
+                &violated,
+                retry_after,
+                req.uri().path(),
+                id.map_or("", |id| id.as_str()),
+            );
+            let mut res: Response<RB> =
+                crate::problem::with_body(StatusCode::TOO_MANY_REQUESTS, body);
             add_headers(&mut res, headers);
             res.headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
