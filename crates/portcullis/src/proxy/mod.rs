@@ -87,28 +87,24 @@ impl tower::Service<Request<ProxyRequestBody>> for Proxy {
 impl Inner {
     async fn forward(&self, mut req: Request<ProxyRequestBody>) -> Response<ProxyBody> {
         let upgrade = headers::is_upgrade(&req);
-        // Kept aside: what a problem response needs once the request has been sent.
-        let id = req
-            .extensions()
-            .get::<portcullis_tower::RequestId>()
-            .cloned();
-        // A clone of the URI shares its bytes; the path is copied only for an error.
-        let uri = req.uri().clone();
-        let answer = |p: Problem| -> Response<ProxyBody> {
-            let p = p
-                .with_instance(uri.path())
-                .with_request_id(id.as_ref().map(|i| i.as_str()).unwrap_or_default());
-            problem::response(p)
-        };
-
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let client = req.extensions().get::<ClientInfo>().copied();
         let forwarded = self.prepare(&mut req, client, upgrade);
+        // The head stays here, lent to the exchange: a problem response needs its path
+        // and request id, and nothing is copied for the requests that need none.
+        let (parts, body) = req.into_parts();
+        let answer = |p: Problem| -> Response<ProxyBody> {
+            let id = parts.extensions.get::<portcullis_tower::RequestId>();
+            let p = p
+                .with_instance(parts.uri.path())
+                .with_request_id(id.map(|i| i.as_str()).unwrap_or_default());
+            problem::response(p)
+        };
 
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.request_timeout,
-            self.pool.send(req, &forwarded, started),
+            self.pool.send(&parts, body, &forwarded, started),
         )
         .await;
         let upstream_time = started.elapsed();

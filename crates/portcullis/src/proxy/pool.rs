@@ -20,7 +20,6 @@
 
 use super::body::ProxyRequestBody;
 use super::h1::{Conn, ExchangeError, ExtraFields, ResponseHead};
-use http::Request;
 use http_body::Body as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -70,23 +69,24 @@ impl Pool {
         })
     }
 
-    /// Sends `req` on a pooled connection (or a new one) and returns the response head
-    /// with the lease of its connection, through which the body is read. `extra` adds
-    /// header fields; `now` is the caller's reading of the clock.
+    /// Sends the request (`parts` and `body`) on a pooled connection (or a new one) and
+    /// returns the response head with the lease of its connection, through which the
+    /// body is read. `extra` adds header fields; `now` is the caller's reading of the
+    /// clock.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        req: Request<ProxyRequestBody>,
+        parts: &http::request::Parts,
+        mut body: ProxyRequestBody,
         extra: &impl ExtraFields,
         now: Instant,
     ) -> Result<(ResponseHead, Lease), SendError> {
-        let (parts, mut body) = req.into_parts();
         let repeatable = body.is_end_stream() && parts.method.is_idempotent();
         loop {
             let (mut conn, reused) = match self.take_idle(now) {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            match conn.exchange(&parts, &mut body, extra).await {
+            match conn.exchange(parts, &mut body, extra).await {
                 Ok(head) => {
                     let lease = Lease {
                         conn,
