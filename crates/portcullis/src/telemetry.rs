@@ -298,15 +298,50 @@ struct RouteHandles {
 }
 
 /// Which [`Metrics`] (by address), route (by pointer: routes are `Arc`s from the
-/// configuration), method and status a [`RouteHandles`] entry is for.
-type HandleKey = (usize, usize, &'static str, u16);
+/// configuration), method (by the address of its static label) and status a
+/// [`RouteHandles`] entry is for.
+type HandleKey = (usize, usize, usize, u16);
+
+/// Hashes a [`HandleKey`]: addresses and a status, none of them chosen by a client, so a
+/// multiply-and-rotate hash serves where SipHash (built to resist chosen keys) cost
+/// more than the rest of the lookup.
+#[derive(Default)]
+struct HandleKeyHasher(u64);
+
+impl HandleKeyHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for HandleKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
+type HandleMap = std::collections::HashMap<
+    HandleKey,
+    RouteHandles,
+    std::hash::BuildHasherDefault<HandleKeyHasher>,
+>;
 
 thread_local! {
     /// Per serving thread: the label sets seen so far and their series. Bounded like the
     /// labels themselves (configured routes × methods × statuses), and without the
     /// label strings, hashing and lock that `Family::get_or_create` costs per call.
-    static ROUTE_HANDLES: std::cell::RefCell<std::collections::HashMap<HandleKey, RouteHandles>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static ROUTE_HANDLES: std::cell::RefCell<HandleMap> = std::cell::RefCell::new(HandleMap::default());
 }
 
 impl Metrics {
@@ -320,7 +355,7 @@ impl Metrics {
         let key = (
             self as *const Metrics as usize,
             route.map_or(0, |r| Arc::as_ptr(r).cast::<u8>() as usize),
-            method,
+            method.as_ptr() as usize,
             status,
         );
         let create = || {
