@@ -168,7 +168,7 @@ impl Conn {
         body: &mut ProxyRequestBody,
         extra: &impl ExtraFields,
     ) -> Result<ResponseHead, ExchangeError> {
-        let length = request_length(parts, body);
+        let length = request_length(body);
         self.write_buf.clear();
         encode_head(&mut self.write_buf, parts, extra, length);
         if let Some(bytes) = body.take_buffered() {
@@ -293,18 +293,15 @@ fn poll_read(
     read.as_mut().poll(cx)
 }
 
-/// The request body's length when it is known (`None`: send it chunked).
-fn request_length(parts: &http::request::Parts, body: &ProxyRequestBody) -> Option<u64> {
+/// The request body's length when it is known (`None`: send it chunked). Only the body
+/// says: a length limit reports an exact 0 when no byte may pass, for a body that is not
+/// over, and such a body goes chunked (the limit then fails it, and the upstream never
+/// sees a complete request).
+fn request_length(body: &ProxyRequestBody) -> Option<u64> {
     if body.is_end_stream() {
         return Some(0);
     }
-    body.size_hint().exact().or_else(|| {
-        parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-    })
+    body.size_hint().exact().filter(|&n| n > 0)
 }
 
 /// Writes the request line and header fields, with the framing field the body needs.

@@ -15,6 +15,9 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+/// Never removed because `Connection` names them.
+const PROTECTED: [&str; 2] = ["host", "x-request-id"];
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -78,6 +81,9 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 !HOP_BY_HOP
                     .iter()
                     .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+                    // Fields the request needs or the gateway sets itself: a client
+                    // naming them in Connection must not remove them.
+                    && !PROTECTED.iter().any(|p| t.eq_ignore_ascii_case(p))
             })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
@@ -204,6 +210,22 @@ mod tests {
             let name = HeaderName::from_bytes(other.as_bytes()).unwrap();
             assert_eq!(hop_by_hop_index(&name), None, "{other}");
         }
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_or_the_request_id() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Host, X-Request-ID, x-other"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("api.example"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["host", "x-request-id"]);
     }
 
     #[test]

@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// The count of a thread that has stopped: never the least busy.
+const STOPPED: usize = usize::MAX / 2;
+
 /// A connection handed from one serving thread to another. It travels as a std socket:
 /// a tokio one is registered with the runtime that accepted it.
 pub(crate) type Handoff = (std::net::TcpStream, SocketAddr);
@@ -56,11 +59,26 @@ impl Balance {
     }
 
     /// Sends an accepted connection to thread `to`'s inbox; gives it back if that thread
-    /// has stopped (shutting down).
+    /// has stopped (shutting down, or its runtime never started), and marks the thread
+    /// as full so it is not chosen again.
     pub(crate) fn hand_to(&self, to: usize, conn: Handoff) -> Result<(), Handoff> {
-        match self.inboxes.get(to) {
+        let sent = match self.inboxes.get(to) {
             Some(inbox) => inbox.send(conn).map_err(|e| e.0),
             None => Err(conn),
+        };
+        if sent.is_err() {
+            if let Some(open) = self.open.get(to) {
+                open.store(STOPPED, Ordering::Relaxed);
+            }
+        }
+        sent
+    }
+
+    /// A connection counted against thread `from` is served by thread `to` instead.
+    pub(crate) fn moved(&self, from: usize, to: usize) {
+        self.closed(from);
+        if let Some(open) = self.open.get(to) {
+            open.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -121,6 +139,25 @@ mod tests {
         assert_eq!(balance.assign(1), 1, "even again: thread 1 keeps its own");
         balance.closed(0);
         assert_eq!(balance.assign(1), 0, "thread 0 has room again");
+    }
+
+    #[test]
+    fn a_stopped_thread_is_not_chosen_again() {
+        let (balance, mut inboxes) = Balance::new(2);
+        inboxes.truncate(1); // thread 1's runtime never started: its inbox is gone
+        balance.assign(0);
+        balance.assign(0);
+        let to = balance.assign(0);
+        assert_eq!(to, 1);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let conn = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let peer = conn.local_addr().unwrap();
+        assert!(balance.hand_to(to, (conn, peer)).is_err(), "given back");
+        balance.moved(to, 0);
+        assert!(
+            (0..10).all(|_| balance.assign(0) == 0),
+            "thread 1 is never chosen again"
+        );
     }
 
     #[test]

@@ -133,15 +133,29 @@ pub(crate) async fn accept_loop(
                     if to == thread {
                         (stream, peer)
                     } else {
-                        // Passed on; a connection that cannot be (the other thread is
-                        // shutting down) is closed.
-                        let sent = stream.into_std().map_err(drop).and_then(|std| {
-                            balance.hand_to(to, (std, peer)).map_err(drop)
-                        });
-                        if sent.is_err() {
-                            balance.closed(to);
+                        let std = match stream.into_std() {
+                            Ok(std) => std,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "cannot pass a connection on");
+                                balance.closed(to);
+                                continue;
+                            }
+                        };
+                        match balance.hand_to(to, (std, peer)) {
+                            Ok(()) => continue,
+                            // That thread has stopped (it will not be chosen again):
+                            // served here after all.
+                            Err((std, peer)) => {
+                                balance.moved(to, thread);
+                                match TcpStream::from_std(std) {
+                                    Ok(stream) => (stream, peer),
+                                    Err(_) => {
+                                        balance.closed(thread);
+                                        continue;
+                                    }
+                                }
+                            }
                         }
-                        continue;
                     }
                 }
                 Err(e) => {
