@@ -29,6 +29,8 @@ use tokio::net::TcpStream;
 
 /// The largest response head accepted (status line and header fields).
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most interim (1xx) responses skipped before a final one.
+const MAX_INTERIM: usize = 16;
 /// The most header fields accepted in a response head.
 const MAX_HEADERS: usize = 128;
 /// How much room each read asks for.
@@ -185,6 +187,11 @@ impl Conn {
         };
         let head = self.read_head(parts.method == Method::HEAD).await;
         match (sent, head) {
+            // A 2xx to CONNECT would turn the connection into a tunnel: never reused.
+            (Ok(()), Ok(mut head)) if parts.method == Method::CONNECT => {
+                head.keep_alive = false;
+                Ok(head)
+            }
             (Ok(()), head) => head,
             // An upstream may answer before it has read the whole body (413, say) and
             // close: its answer stands, and the connection is not reused.
@@ -240,9 +247,16 @@ impl Conn {
     /// 101 are skipped.
     async fn read_head(&mut self, head_request: bool) -> Result<ResponseHead, ExchangeError> {
         let mut received = false;
+        let mut interim = 0;
         loop {
             if !self.read_buf.is_empty() {
-                if let Some(head) = parse_head(&mut self.read_buf, &mut self.spans, head_request)? {
+                let parsed = parse_head(
+                    &mut self.read_buf,
+                    &mut self.spans,
+                    &mut interim,
+                    head_request,
+                )?;
+                if let Some(head) = parsed {
                     return Ok(head);
                 }
                 if self.read_buf.len() >= MAX_HEAD_BYTES {
@@ -372,6 +386,7 @@ type Span = (usize, usize, usize, usize);
 fn parse_head(
     buf: &mut BytesMut,
     spans: &mut Vec<Span>,
+    interim: &mut usize,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, ExchangeError> {
     loop {
@@ -391,6 +406,12 @@ fn parse_head(
         let status = StatusCode::from_u16(code)
             .map_err(|_| ExchangeError::Invalid(format!("status code {code}")))?;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            *interim += 1;
+            if *interim > MAX_INTERIM {
+                return Err(ExchangeError::Invalid(format!(
+                    "more than {MAX_INTERIM} interim responses"
+                )));
+            }
             buf.advance(len);
             continue;
         }
@@ -768,7 +789,12 @@ mod tests {
     }
 
     fn head(input: &[u8], head_request: bool) -> Result<Option<ResponseHead>, ExchangeError> {
-        parse_head(&mut BytesMut::from(input), &mut Vec::new(), head_request)
+        parse_head(
+            &mut BytesMut::from(input),
+            &mut Vec::new(),
+            &mut 0,
+            head_request,
+        )
     }
 
     #[test]
@@ -805,6 +831,11 @@ mod tests {
         assert_eq!(r.framing, Framing::Empty);
         let r = h("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
         assert_eq!(r.status, 201);
+        let endless = "HTTP/1.1 103 Early Hints\r\n\r\n".repeat(MAX_INTERIM + 1);
+        assert!(
+            head(endless.as_bytes(), false).is_err(),
+            "interim responses are bounded"
+        );
         for bad in [
             "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: +3\r\n\r\n",

@@ -115,6 +115,14 @@ impl Pool {
 
     fn put_back(&self, conn: Conn, idle_since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // The oldest connection sits at the bottom, never taken while newer ones serve:
+        // closed here once it has idled too long, rather than left open forever.
+        if idle
+            .first()
+            .is_some_and(|(_, since)| idle_since.saturating_duration_since(*since) >= IDLE_TIMEOUT)
+        {
+            idle.remove(0);
+        }
         if idle.len() < MAX_IDLE {
             idle.push((conn, idle_since));
         }
