@@ -23,6 +23,8 @@ enum Act {
     ReplyThenClose(&'static str, Duration),
     /// Closes the connection without answering.
     Close,
+    /// Writes the bytes as soon as the request head is in, and never reads the body.
+    AnswerUnread(&'static str),
 }
 
 /// An upstream answering the n-th request it receives (0-based, over all its
@@ -98,6 +100,18 @@ async fn serve(
                     .map(|v| v.trim().parse().unwrap())
             })
             .unwrap_or(0);
+        let n = {
+            let mut seen = requests.lock().unwrap();
+            seen.push((conn, head.lines().next().unwrap_or_default().to_owned()));
+            seen.len() - 1
+        };
+        let act = script(n);
+        if let Act::AnswerUnread(bytes) = act {
+            // Answers at once and reads nothing more, the connection left open.
+            stream.write_all(bytes.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            return;
+        }
         while buf.len() < end + length {
             let mut chunk = [0u8; 4096];
             match stream.read(&mut chunk).await {
@@ -106,19 +120,14 @@ async fn serve(
             }
         }
         buf.drain(..end + length);
-        let n = {
-            let mut seen = requests.lock().unwrap();
-            seen.push((conn, head.lines().next().unwrap_or_default().to_owned()));
-            seen.len() - 1
-        };
-        match script(n) {
+        match act {
             Act::Reply(bytes) => stream.write_all(bytes.as_bytes()).await.unwrap(),
             Act::ReplyThenClose(bytes, after) => {
                 stream.write_all(bytes.as_bytes()).await.unwrap();
                 tokio::time::sleep(after).await;
                 return;
             }
-            Act::Close => return,
+            Act::Close | Act::AnswerUnread(_) => return,
         }
     }
 }
@@ -332,4 +341,50 @@ async fn only_repeatable_requests_are_sent_again_when_a_reused_connection_fails(
         "the POST was sent once: {:?}",
         up.requests()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_is_read_stops_the_upload() {
+    // A 413 at once, the body never read, the connection left open: the gateway must pass
+    // the answer on rather than push the body into a full window until its timeout.
+    let up = RawUpstream::start(|_| {
+        Act::AnswerUnread("HTTP/1.1 413 Content Too Large\r\ncontent-length: 4\r\n\r\nbig!")
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &up.url,
+        "request_timeout = \"5s\"\nmax_body_bytes = 100000000",
+        "",
+    ))
+    .await;
+    const BODY: usize = 64 << 20;
+    let client = raw_connect(gw.addr).await;
+    let (mut read, mut write) = client.into_split();
+    let head = format!("POST /upload HTTP/1.1\r\nhost: gateway\r\ncontent-length: {BODY}\r\n\r\n");
+    let writer = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..BODY / chunk.len() {
+            write.write_all(&chunk).await?;
+        }
+        std::io::Result::Ok(())
+    });
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("big!") {
+        match within("the upstream's answer", NET, read.read(&mut chunk)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.ends_with("big!"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered after {:?}, not at once",
+        started.elapsed()
+    );
+    writer.abort();
 }

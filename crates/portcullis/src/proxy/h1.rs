@@ -182,6 +182,7 @@ impl Conn {
             Ok(()) => match self.send_body(body, length.is_none()).await {
                 Err(SendError::Body(e)) => return Err(ExchangeError::Body(e)),
                 Err(SendError::Io(e)) => Err(e),
+                Err(SendError::Answered) => Err(io::Error::other("answered before the body ended")),
                 Ok(()) => Ok(()),
             },
         };
@@ -193,8 +194,8 @@ impl Conn {
                 Ok(head)
             }
             (Ok(()), head) => head,
-            // An upstream may answer before it has read the whole body (413, say) and
-            // close: its answer stands, and the connection is not reused.
+            // An upstream may answer before it has read the whole body (413, say), and
+            // close or stop reading: its answer stands, and the connection is not reused.
             (Err(_), Ok(mut head)) => {
                 head.keep_alive = false;
                 Ok(head)
@@ -205,42 +206,37 @@ impl Conn {
         }
     }
 
-    /// Streams the request body, chunked when its length is not known.
+    /// Streams the request body, chunked when its length is not known, while watching
+    /// the connection: an upstream may give its final answer (a 413, a 401) before it has
+    /// read the body, and stop reading. The upload stops there and the answer stands
+    /// (waiting on would hold the request until its timeout). Interim answers (100
+    /// Continue) are passed over.
     async fn send_body(
         &mut self,
         body: &mut ProxyRequestBody,
         chunked: bool,
     ) -> Result<(), SendError> {
-        let mut body = Pin::new(body);
-        while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-            let frame = frame.map_err(SendError::Body)?;
-            // Trailers are not forwarded (hop-by-hop in practice, and rarely sent).
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if !chunked {
-                self.stream.write_all(&data).await?;
-                continue;
-            }
-            self.write_buf.clear();
-            push_chunk_size(&mut self.write_buf, data.len());
-            if data.len() <= COALESCE_BYTES {
-                self.write_buf.extend_from_slice(&data);
-                self.write_buf.extend_from_slice(b"\r\n");
-                self.stream.write_all(&self.write_buf).await?;
-            } else {
-                self.stream.write_all(&self.write_buf).await?;
-                self.stream.write_all(&data).await?;
-                self.stream.write_all(b"\r\n").await?;
+        let Conn {
+            stream,
+            read_buf,
+            write_buf,
+            ..
+        } = self;
+        let (mut reader, mut writer) = stream.split();
+        let mut upload = std::pin::pin!(upload(&mut writer, write_buf, body, chunked));
+        loop {
+            read_buf.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                done = &mut upload => return done,
+                read = tokio::io::AsyncReadExt::read_buf(&mut reader, read_buf) => match read {
+                    Ok(0) => return Err(SendError::Io(io::ErrorKind::UnexpectedEof.into())),
+                    Err(e) => return Err(SendError::Io(e)),
+                    Ok(_) if final_answer_begun(read_buf) => return Err(SendError::Answered),
+                    Ok(_) => {}
+                },
             }
         }
-        if chunked {
-            self.stream.write_all(b"0\r\n\r\n").await?;
-        }
-        Ok(())
     }
 
     /// Reads until a final response head is complete; interim 1xx responses other than
@@ -287,6 +283,74 @@ impl Conn {
 enum SendError {
     Io(io::Error),
     Body(BoxError),
+    /// The upstream gave its final answer before the body was all sent.
+    Answered,
+}
+
+/// Writes the request body, chunked when its length is not known.
+async fn upload(
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    buf: &mut Vec<u8>,
+    body: &mut ProxyRequestBody,
+    chunked: bool,
+) -> Result<(), SendError> {
+    let mut body = Pin::new(body);
+    while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(SendError::Body)?;
+        // Trailers are not forwarded (hop-by-hop in practice, and rarely sent).
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if !chunked {
+            writer.write_all(&data).await?;
+            continue;
+        }
+        buf.clear();
+        push_chunk_size(buf, data.len());
+        if data.len() <= COALESCE_BYTES {
+            buf.extend_from_slice(&data);
+            buf.extend_from_slice(b"\r\n");
+            writer.write_all(buf).await?;
+        } else {
+            writer.write_all(buf).await?;
+            writer.write_all(&data).await?;
+            writer.write_all(b"\r\n").await?;
+        }
+    }
+    if chunked {
+        writer.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
+}
+
+/// Whether `buf` (what the upstream sent while the request body was still going up)
+/// begins a final response. Complete interim responses are taken off the front; twelve
+/// bytes (`HTTP/1.1 1xx`) tell an interim response from a final one.
+fn final_answer_begun(buf: &mut BytesMut) -> bool {
+    loop {
+        if buf.len() < 12 {
+            return false;
+        }
+        if buf[9] != b'1' {
+            return true;
+        }
+        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut fields,
+        );
+        match parsed {
+            Ok(httparse::Status::Complete(len)) if response.code != Some(101) => buf.advance(len),
+            Ok(httparse::Status::Partial) => return false,
+            // A switch, or bytes that are no response: the head reader decides.
+            _ => return true,
+        }
+    }
 }
 
 impl From<io::Error> for SendError {
