@@ -338,12 +338,7 @@ fn final_answer_begun(buf: &mut BytesMut) -> bool {
             return true;
         }
         let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            buf,
-            &mut fields,
-        );
+        let (response, parsed) = parse_response(buf, &mut fields);
         match parsed {
             Ok(httparse::Status::Complete(len)) if response.code != Some(101) => buf.advance(len),
             Ok(httparse::Status::Partial) => return false,
@@ -441,6 +436,21 @@ fn push_chunk_size(buf: &mut Vec<u8>, len: usize) {
     buf.extend_from_slice(b"\r\n");
 }
 
+/// Parses the response head at the front of `buf`, its fields into `fields` (left
+/// uninitialised: zeroing 128 of them cost more than the parse).
+fn parse_response<'h, 'b>(
+    buf: &'b [u8],
+    fields: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> (httparse::Response<'h, 'b>, httparse::Result<usize>) {
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        fields,
+    );
+    (response, parsed)
+}
+
 /// Where a header field's name and value lie in a response head: (name offset, name
 /// length, value offset, value length).
 type Span = (usize, usize, usize, usize);
@@ -455,12 +465,7 @@ fn parse_head(
 ) -> Result<Option<ResponseHead>, ExchangeError> {
     loop {
         let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            buf,
-            &mut fields,
-        );
+        let (response, parsed) = parse_response(buf, &mut fields);
         let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
