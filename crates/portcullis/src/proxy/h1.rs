@@ -146,7 +146,7 @@ impl Conn {
     /// end short of the buffer, which clears the socket's readiness, so a connection
     /// with no readiness set has received nothing: answered without a system call.
     pub(crate) fn is_reusable(&mut self) -> bool {
-        if !self.read_buf.is_empty() {
+        if !self.is_drained() {
             return false;
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -527,7 +527,8 @@ fn parse_head(
         let keep_alive = framing_keep_alive
             && version == Version::HTTP_11
             && !close
-            && !connection_has(&headers, "close");
+            && !super::headers::connection_tokens(&headers)
+                .any(|t| t.eq_ignore_ascii_case("close"));
         return Ok(Some(ResponseHead {
             status,
             version,
@@ -611,15 +612,6 @@ fn keep_alive_or_close(value: &[u8]) -> Option<bool> {
         }
     }
     Some(close)
-}
-
-fn connection_has(headers: &HeaderMap, option: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(option))
 }
 
 /// Reads a response body off its connection, frame by frame, as its framing says.
