@@ -182,6 +182,10 @@ where
     }
 }
 
+/// The status recorded for a request whose client went away before its response was
+/// made (nginx's "client closed request"); it is never sent.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// Fires the hook exactly once: when the body ends, or when it is dropped before.
 #[derive(Debug)]
 pub struct Completion<H: ObserveHook> {
@@ -197,6 +201,10 @@ impl<H: ObserveHook> Completion<H> {
     fn fire(&mut self) {
         if let Some((hook, mut record)) = self.pending.take() {
             record.duration = self.start.elapsed();
+            if record.status == 0 {
+                // No response was made: the client left first (nginx's 499).
+                record.status = CLIENT_CLOSED_REQUEST;
+            }
             hook.on_complete(record);
         }
     }

@@ -20,9 +20,9 @@
 use crate::health::UpstreamHealth;
 use crate::limits::Limiter;
 use crate::proxy::{Proxy, ProxyBody};
+use crate::server::RequestBody;
 use crate::telemetry::Telemetry;
 use crate::webhook::{WebhookLayer, Webhooks};
-use hyper::body::Incoming;
 use portcullis_core::config::Config;
 use portcullis_core::headers::SecurityHeaders;
 use portcullis_core::identity::TrustedProxies;
@@ -39,7 +39,7 @@ use tower::ServiceBuilder;
 
 /// The gateway's request service, type-erased once so the rest of the app can name it.
 pub(crate) type Stack = BoxCloneSyncService<
-    http::Request<Incoming>,
+    http::Request<RequestBody>,
     http::Response<ObservedBody<SlotBody<ProxyBody>, Telemetry>>,
     Infallible,
 >;

@@ -28,10 +28,10 @@
 
 use crate::limits::GatewayStore;
 use crate::proxy::{ProxyBody, ProxyRequestBody};
+use crate::server::RequestBody;
 use crate::telemetry::Metrics;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use portcullis_core::config::{Config, StoreOnError};
 use portcullis_core::problem::Problem;
@@ -158,7 +158,7 @@ where
     }
 }
 
-impl<S> Service<Request<Limited<Incoming>>> for WebhookService<S>
+impl<S> Service<Request<Limited<RequestBody>>> for WebhookService<S>
 where
     S: Service<Request<ProxyRequestBody>, Response = Response<ProxyBody>, Error = Infallible>
         + Clone
@@ -174,7 +174,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Limited<Incoming>>) -> Self::Future {
+    fn call(&mut self, req: Request<Limited<RequestBody>>) -> Self::Future {
         let matched = self.hooks.matching(req.uri().path());
         let Some(index) = matched else {
             return WebhookFuture::Pass {
@@ -206,7 +206,7 @@ impl Webhooks {
     async fn handle<S>(
         &self,
         index: usize,
-        req: Request<Limited<Incoming>>,
+        req: Request<Limited<RequestBody>>,
         mut inner: S,
     ) -> Response<ProxyBody>
     where

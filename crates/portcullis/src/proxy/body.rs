@@ -1,9 +1,9 @@
 use super::h1::{Decoded, ResponseDecoder};
 use super::pool::Lease;
+use crate::server::RequestBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -113,13 +113,13 @@ pin_project! {
     /// limit, or the bytes a webhook route buffered to verify (forwarded unchanged).
     #[project = RequestBodyProj]
     pub(crate) enum ProxyRequestBody {
-        Streaming { #[pin] body: http_body_util::Limited<Incoming> },
+        Streaming { #[pin] body: http_body_util::Limited<RequestBody> },
         Buffered { bytes: Option<Bytes> },
     }
 }
 
 impl ProxyRequestBody {
-    pub(crate) fn streaming(body: http_body_util::Limited<Incoming>) -> Self {
+    pub(crate) fn streaming(body: http_body_util::Limited<RequestBody>) -> Self {
         ProxyRequestBody::Streaming { body }
     }
 

@@ -3,7 +3,7 @@
 use super::HeadLimits;
 use crate::stack::GatewayService;
 use crate::telemetry::LogThrottle;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use portcullis_core::headers::{latency_ms, server_timing};
 use portcullis_core::problem::{reason_phrase, Problem, CONTENT_TYPE};
 use portcullis_tower::observe::{ObserveHook, RequestRecord};
@@ -16,13 +16,13 @@ use tokio::net::TcpStream;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// As many header fields as hyper accepts.
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 pub(crate) enum FirstHead {
     /// A well-formed HTTP/1.x head (and whatever followed it).
-    Http1(Bytes),
+    Http1(BytesMut),
     /// The HTTP/2 connection preface.
-    Http2(Bytes),
+    Http2(BytesMut),
     /// The peer went away (or never said anything) before a head arrived.
     Closed,
     /// The head is answered with an error and the connection closed.
@@ -38,10 +38,77 @@ pub(crate) struct Rejection {
     started: Instant,
 }
 
+impl Rejection {
+    /// 408: a head that began to arrive at `started` was not complete in time.
+    pub(crate) fn head_timeout(limits: HeadLimits, started: Instant) -> Self {
+        Rejection {
+            status: 408,
+            code: "request_header_timeout",
+            detail: format!(
+                "request head not received within {}ms",
+                limits.header_read_timeout.as_millis()
+            ),
+            method: None,
+            path: None,
+            started,
+        }
+    }
+
+    /// 400: a head that parsed but cannot be made into a request (its target, say).
+    pub(crate) fn malformed(
+        detail: String,
+        head: &[u8],
+        parsed: &ParsedHead,
+        started: Instant,
+    ) -> Self {
+        let text =
+            |(start, end): (usize, usize)| String::from_utf8_lossy(&head[start..end]).into_owned();
+        Rejection {
+            status: 400,
+            code: "bad_request",
+            detail,
+            method: Some(text(parsed.method)),
+            path: Some(text(parsed.target)),
+            started,
+        }
+    }
+}
+
 enum Inspection {
     Partial,
     Http1,
     Http2,
+    Bad(Rejection),
+}
+
+/// Where one header field of a parsed head lies in the buffer it was parsed from.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FieldSpan {
+    pub(crate) name: (usize, usize),
+    pub(crate) value: (usize, usize),
+}
+
+/// The header fields of one head, as spans (as many as a head may have).
+pub(crate) type FieldSpans = [FieldSpan; MAX_HEADERS];
+
+/// A well-formed HTTP/1.x request head, as spans of the buffer it was parsed from, so
+/// the caller can cut its parts out of that buffer without copying them.
+#[derive(Debug)]
+pub(crate) struct ParsedHead {
+    /// Bytes of the head, up to and including the empty line.
+    pub(crate) len: usize,
+    pub(crate) method: (usize, usize),
+    pub(crate) target: (usize, usize),
+    /// HTTP/1.1 (else HTTP/1.0).
+    pub(crate) http11: bool,
+    /// How many of the spans hold header fields.
+    pub(crate) fields: usize,
+}
+
+/// What [`parse_head`] made of the bytes received so far.
+pub(crate) enum Parsed {
+    Partial,
+    Complete(ParsedHead),
     Bad(Rejection),
 }
 
@@ -58,17 +125,7 @@ pub(crate) async fn read_first_head(stream: &mut TcpStream, limits: HeadLimits) 
                 if buf.is_empty() {
                     return FirstHead::Closed;
                 }
-                return FirstHead::Rejected(Rejection {
-                    status: 408,
-                    code: "request_header_timeout",
-                    detail: format!(
-                        "request head not received within {}ms",
-                        limits.header_read_timeout.as_millis()
-                    ),
-                    method: None,
-                    path: None,
-                    started,
-                });
+                return FirstHead::Rejected(Rejection::head_timeout(limits, started));
             }
         };
         match read {
@@ -77,8 +134,8 @@ pub(crate) async fn read_first_head(stream: &mut TcpStream, limits: HeadLimits) 
         }
         match inspect(&buf, limits.max_header_bytes, started) {
             Inspection::Partial => continue,
-            Inspection::Http1 => return FirstHead::Http1(buf.freeze()),
-            Inspection::Http2 => return FirstHead::Http2(buf.freeze()),
+            Inspection::Http1 => return FirstHead::Http1(buf),
+            Inspection::Http2 => return FirstHead::Http2(buf),
             Inspection::Bad(r) => return FirstHead::Rejected(r),
         }
     }
@@ -93,8 +150,25 @@ fn inspect(buf: &[u8], max: usize, started: Instant) -> Inspection {
             Inspection::Partial
         };
     }
+    let mut spans = [FieldSpan::default(); MAX_HEADERS];
+    match parse_head(buf, max, started, &mut spans) {
+        Parsed::Partial => Inspection::Partial,
+        Parsed::Complete(_) => Inspection::Http1,
+        Parsed::Bad(r) => Inspection::Bad(r),
+    }
+}
+
+/// Parses and judges one HTTP/1.x request head at the start of `buf`: a head over `max`
+/// bytes is 431, a malformed one (framing and `Host` included, see [`validate`]) 400.
+/// `started` is when the head began to arrive, for the rejection's log record.
+pub(crate) fn parse_head(
+    buf: &[u8],
+    max: usize,
+    started: Instant,
+    spans: &mut FieldSpans,
+) -> Parsed {
     let bad = |status, code, detail: String, method: Option<&str>, path: Option<&str>| {
-        Inspection::Bad(Rejection {
+        Parsed::Bad(Rejection {
             status,
             code,
             detail,
@@ -111,15 +185,31 @@ fn inspect(buf: &[u8], max: usize, started: Instant) -> Inspection {
             if n > max {
                 return bad(431, "headers_too_large", too_large(), req.method, req.path);
             }
-            match validate(&req) {
-                Ok(()) => Inspection::Http1,
-                Err(detail) => bad(400, "bad_request", detail, req.method, req.path),
+            if let Err(detail) = validate(&req) {
+                return bad(400, "bad_request", detail, req.method, req.path);
             }
+            let span = |part: &[u8]| {
+                let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+                (start, start + part.len())
+            };
+            for (slot, h) in spans.iter_mut().zip(req.headers.iter()) {
+                *slot = FieldSpan {
+                    name: span(h.name.as_bytes()),
+                    value: span(h.value),
+                };
+            }
+            Parsed::Complete(ParsedHead {
+                len: n,
+                method: span(req.method.unwrap_or_default().as_bytes()),
+                target: span(req.path.unwrap_or_default().as_bytes()),
+                http11: req.version == Some(1),
+                fields: req.headers.len(),
+            })
         }
         Ok(httparse::Status::Partial) if buf.len() >= max => {
             bad(431, "headers_too_large", too_large(), req.method, req.path)
         }
-        Ok(httparse::Status::Partial) => Inspection::Partial,
+        Ok(httparse::Status::Partial) => Parsed::Partial,
         Err(httparse::Error::TooManyHeaders) => bad(
             431,
             "headers_too_large",

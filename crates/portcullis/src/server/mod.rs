@@ -1,17 +1,21 @@
-//! The gateway listener: accept, read the first request head ourselves, then hand the
-//! connection to hyper (HTTP/1.1, or HTTP/2 with prior knowledge).
+//! The gateway listener: accept, read the first request head ourselves, then serve the
+//! connection: HTTP/1.1 with our own connection ([`connection`]) until a request needs
+//! hyper's (a body, an upgrade), HTTP/2 with prior knowledge with hyper's.
 //!
 //! Reading the first head before hyper does lets every malformed, oversize or slow head
 //! get the same problem+json answer and headers as any other gateway error (hyper would
-//! answer with an empty 400 or just close). Later requests on a keep-alive connection
-//! are guarded by hyper's own `header_read_timeout` and buffer limit.
+//! answer with an empty 400 or just close). Later requests on a connection that hyper
+//! serves are guarded by hyper's own `header_read_timeout` and buffer limit.
 
 mod balance;
+mod connection;
 mod head;
+mod request_body;
 mod rewind;
 mod timer;
 
 pub(crate) use balance::{Balance, Handoff};
+pub(crate) use request_body::RequestBody;
 
 use crate::stack::GatewayService;
 use head::{read_first_head, FirstHead};
@@ -188,17 +192,15 @@ pub(crate) async fn accept_loop(
 /// Calls the connection's stack when it is ready at once (every layer of ours is), else a
 /// fresh clone of it through `oneshot`, which waits for readiness as tower requires.
 fn call_ready(
-    stack: &std::cell::RefCell<crate::stack::Stack>,
+    stack: &mut crate::stack::Stack,
     spare: &crate::stack::Stack,
-    req: hyper::Request<Incoming>,
-) -> <crate::stack::Stack as tower::Service<hyper::Request<Incoming>>>::Future {
+    req: hyper::Request<RequestBody>,
+) -> <crate::stack::Stack as tower::Service<hyper::Request<RequestBody>>>::Future {
     use std::task::{Context, Poll, Waker};
     use tower::Service;
-    if let Ok(mut svc) = stack.try_borrow_mut() {
-        let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) {
-            return svc.call(req);
-        }
+    let mut cx = Context::from_waker(Waker::noop());
+    if let Poll::Ready(Ok(())) = stack.poll_ready(&mut cx) {
+        return stack.call(req);
     }
     Box::pin(spare.clone().oneshot(req))
 }
@@ -216,8 +218,16 @@ async fn serve_connection(
         _ = shutdown.changed() => return,
     };
     let (prefix, h2) = match first {
-        FirstHead::Http1(prefix) => (prefix, false),
-        FirstHead::Http2(prefix) => (prefix, true),
+        FirstHead::Http1(buf) => {
+            match connection::serve(stream, peer, &service, limits, &shutdown, buf).await {
+                connection::Outcome::Done => return,
+                connection::Outcome::HandOff(prefix, handed) => {
+                    stream = handed;
+                    (prefix, false)
+                }
+            }
+        }
+        FirstHead::Http2(prefix) => (prefix.freeze(), true),
         FirstHead::Closed => return,
         FirstHead::Rejected(rejection) => {
             head::answer_rejection(stream, peer, rejection, &service).await;
@@ -230,7 +240,11 @@ async fn serve_connection(
     let stack = std::cell::RefCell::new(service.stack.clone());
     let hyper_service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
-        call_ready(&stack, &service.stack, req)
+        let req = req.map(RequestBody::Hyper);
+        match stack.try_borrow_mut() {
+            Ok(mut stack) => call_ready(&mut stack, &service.stack, req),
+            Err(_) => Box::pin(service.stack.clone().oneshot(req)),
+        }
     });
     if h2 {
         let conn = http2::Builder::new(TokioExecutor::new())
