@@ -84,6 +84,9 @@ impl Bypass {
     }
 }
 
+/// The header that carries `[ratelimit] bypass_token`.
+static X_BYPASS_TOKEN: http::HeaderName = http::HeaderName::from_static("x-bypass-token");
+
 /// Compares two digests without an early exit (hashing first hides the lengths).
 pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -409,8 +412,11 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
         if self.bypass.cidrs.iter().any(|n| n.contains(&ip)) {
             return true;
         }
-        self.bypass
-            .token_matches(req.headers().get("x-bypass-token").map(|v| v.as_bytes()))
+        // No header lookup at all unless a bypass token is configured.
+        self.bypass.token_digest.is_some()
+            && self
+                .bypass
+                .token_matches(req.headers().get(&X_BYPASS_TOKEN).map(|v| v.as_bytes()))
     }
 
     /// Every policy of a request with its key, without deciding anything (`/admin/explain`).

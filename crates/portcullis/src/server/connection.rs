@@ -25,7 +25,7 @@ use portcullis_tower::PeerAddr;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,8 +70,7 @@ pub(crate) async fn serve(
         let mut waiting_since: Option<Instant> = None;
         let parsed = loop {
             if !buf.is_empty() {
-                let started = waiting_since.unwrap_or_else(Instant::now);
-                match head::parse_head(&buf, limits.max_header_bytes, started, &mut spans) {
+                match head::parse_head(&buf, limits.max_header_bytes, waiting_since, &mut spans) {
                     Parsed::Complete(parsed) => break parsed,
                     Parsed::Bad(rejection) => {
                         head::answer_rejection(stream, peer, rejection, service).await;
@@ -110,10 +109,10 @@ pub(crate) async fn serve(
 
         // 2. The request, or the hand-off to hyper.
         let raw = buf.split_to(parsed.len).freeze();
-        let started = waiting_since.unwrap_or_else(Instant::now);
         let (req, shape) = match build_request(&raw, &parsed, &spans[..parsed.fields], peer) {
             Ok(built) => built,
             Err(detail) => {
+                let started = waiting_since.unwrap_or_else(Instant::now);
                 let rejection = Rejection::malformed(detail, &raw, &parsed, started);
                 head::answer_rejection(stream, peer, rejection, service).await;
                 return Outcome::Done;
@@ -213,7 +212,8 @@ fn build_request(
         hand_off: !parsed.http11 || method == Method::CONNECT,
         ..Shape::default()
     };
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the fields the layers add (X-Request-ID) without growing the map.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     for span in spans {
         let name = HeaderName::from_bytes(&raw[span.name.0..span.name.1])
             .map_err(|_| "malformed request: invalid header name".to_owned())?;
@@ -303,7 +303,6 @@ where
         write_all(stream, out).await?;
         return Ok(keep_alive);
     }
-    let body = pin!(body);
     let complete = write_body(stream, out, body, framing).await?;
     Ok(keep_alive && complete)
 }
@@ -385,48 +384,53 @@ fn http_date(f: impl FnOnce(&[u8])) {
 async fn write_body<B>(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
-    mut body: Pin<&mut B>,
+    body: B,
     framing: Framing,
 ) -> Result<bool, ()>
 where
     B: Body<Data = Bytes>,
 {
     let mut sent: u64 = 0;
-    loop {
-        // Gather what the body has ready behind the head; write before waiting.
-        let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                write_all(stream, out).await?;
-                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+    // The body lives in this block only: it is dropped before the last bytes go out, so
+    // that its record (log line, metrics) is made before the client sees the response end.
+    {
+        let mut body = pin!(body);
+        loop {
+            // Gather what the body has ready behind the head; write before waiting.
+            let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    write_all(stream, out).await?;
+                    poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(_)) => return Err(()),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    // Trailers are not forwarded.
+                    Err(_) => continue,
+                },
+            };
+            if data.is_empty() {
+                continue;
             }
-        };
-        let data = match frame {
-            None => break,
-            Some(Err(_)) => return Err(()),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                // Trailers are not forwarded.
-                Err(_) => continue,
-            },
-        };
-        if data.is_empty() {
-            continue;
-        }
-        sent += data.len() as u64;
-        match framing {
-            Framing::Length(n) if sent > n => return Err(()),
-            Framing::Chunked => {
-                let mut hex = [0u8; 16];
-                out.extend_from_slice(chunk_size(data.len(), &mut hex));
-                out.extend_from_slice(b"\r\n");
-                gather(stream, out, &data).await?;
-                out.extend_from_slice(b"\r\n");
+            sent += data.len() as u64;
+            match framing {
+                Framing::Length(n) if sent > n => return Err(()),
+                Framing::Chunked => {
+                    let mut hex = [0u8; 16];
+                    out.extend_from_slice(chunk_size(data.len(), &mut hex));
+                    out.extend_from_slice(b"\r\n");
+                    gather(stream, out, &data).await?;
+                    out.extend_from_slice(b"\r\n");
+                }
+                _ => gather(stream, out, &data).await?,
             }
-            _ => gather(stream, out, &data).await?,
-        }
-        if body.is_end_stream() {
-            break;
+            if body.is_end_stream() {
+                break;
+            }
         }
     }
     let complete = match framing {
@@ -482,8 +486,7 @@ mod tests {
 
     fn parse(raw: &'static [u8]) -> Result<(Request<RequestBody>, Shape), String> {
         let mut spans = [FieldSpan::default(); MAX_HEADERS];
-        let Parsed::Complete(parsed) = head::parse_head(raw, 8192, Instant::now(), &mut spans)
-        else {
+        let Parsed::Complete(parsed) = head::parse_head(raw, 8192, None, &mut spans) else {
             panic!("not a complete head");
         };
         let raw = Bytes::from_static(raw);

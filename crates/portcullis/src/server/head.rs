@@ -151,7 +151,7 @@ fn inspect(buf: &[u8], max: usize, started: Instant) -> Inspection {
         };
     }
     let mut spans = [FieldSpan::default(); MAX_HEADERS];
-    match parse_head(buf, max, started, &mut spans) {
+    match parse_head(buf, max, Some(started), &mut spans) {
         Parsed::Partial => Inspection::Partial,
         Parsed::Complete(_) => Inspection::Http1,
         Parsed::Bad(r) => Inspection::Bad(r),
@@ -160,11 +160,12 @@ fn inspect(buf: &[u8], max: usize, started: Instant) -> Inspection {
 
 /// Parses and judges one HTTP/1.x request head at the start of `buf`: a head over `max`
 /// bytes is 431, a malformed one (framing and `Host` included, see [`validate`]) 400.
-/// `started` is when the head began to arrive, for the rejection's log record.
+/// `started` is when the head began to arrive, for the rejection's log record (now, when
+/// not known: the clock is read only for a rejection).
 pub(crate) fn parse_head(
     buf: &[u8],
     max: usize,
-    started: Instant,
+    started: Option<Instant>,
     spans: &mut FieldSpans,
 ) -> Parsed {
     let bad = |status, code, detail: String, method: Option<&str>, path: Option<&str>| {
@@ -174,7 +175,7 @@ pub(crate) fn parse_head(
             detail,
             method: method.map(str::to_owned),
             path: path.map(str::to_owned),
-            started,
+            started: started.unwrap_or_else(Instant::now),
         })
     };
     let too_large = || format!("request head exceeds {max} bytes");
