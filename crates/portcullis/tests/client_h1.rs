@@ -89,8 +89,8 @@ async fn pipelined_requests_are_answered_in_order() {
                 .to_owned(),
         );
     }
-    ids.dedup();
-    assert_eq!(ids.len(), 5, "one request id each");
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 5, "one request id each: {ids:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,4 +261,98 @@ async fn a_client_that_leaves_cancels_its_request() {
         t0.elapsed()
     );
     assert_eq!(line["status"], 499, "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_body_sent_while_another_is_answered_is_served() {
+    let (_up, gw) = setup().await;
+    let mut s = raw_connect(gw.addr).await;
+    raw_write(
+        &mut s,
+        b"GET /slow?ms=300 HTTP/1.1\r\nHost: gw.test\r\n\r\n",
+    )
+    .await;
+    // Arrives while the first request is with the upstream: read then, kept, and handed
+    // to hyper with the rest of the connection once the first answer is written.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    raw_write(
+        &mut s,
+        b"POST /echo/late HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 4\r\n\r\nlate",
+    )
+    .await;
+    let answers = read_responses(&mut s, 2).await;
+    assert_eq!(answers[0].2, b"slow done");
+    assert_eq!(echoed(&answers[1].2)["body"], "late");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_lines_between_requests_are_ignored() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), "header_read_timeout = \"1s\"", "")).await;
+    let mut s = raw_connect(gw.addr).await;
+    raw_write(
+        &mut s,
+        b"GET /echo/a HTTP/1.1\r\nHost: gw.test\r\n\r\n\r\n\r\nGET /echo/b HTTP/1.1\r\nHost: gw.test\r\n\r\n\r\n",
+    )
+    .await;
+    let answers = read_responses(&mut s, 2).await;
+    assert_eq!(echoed(&answers[1].2)["target"], "/echo/b");
+    // The trailing empty line is no partial head: the idle connection closes after the
+    // timeout without a 408.
+    let mut rest = Vec::new();
+    let read = within("close", Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok() || rest.is_empty());
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_streaming_response_ends_it() {
+    let (_up, gw) = setup().await;
+    let mut s = raw_connect(gw.addr).await;
+    raw_write(
+        &mut s,
+        b"GET /stream?gap_ms=3000 HTTP/1.1\r\nHost: gw.test\r\n\r\n",
+    )
+    .await;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !String::from_utf8_lossy(&buf).contains("chunk 0") {
+        let n = within("first chunk", Duration::from_secs(5), s.read(&mut tmp))
+            .await
+            .unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    drop(s);
+    // The response ends (and is logged) when the client leaves, not at the upstream's
+    // next chunk 3 s later.
+    let t0 = Instant::now();
+    within("the log line", Duration::from_secs(10), async {
+        while !gw
+            .log_lines()
+            .iter()
+            .any(|l| l["path"].as_str().is_some_and(|p| p.starts_with("/stream")))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_http_1_0_is_a_problem() {
+    let (up, gw) = setup().await;
+    let (r, mut s) = raw_exchange(
+        gw.addr,
+        b"POST /echo/old HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_problem(&r, 400, "bad_request");
+    assert!(closed_within(&mut s, Duration::from_secs(5)).await);
+    assert!(up.seen_target("/echo/old").is_empty());
 }

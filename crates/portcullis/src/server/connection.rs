@@ -25,7 +25,7 @@ use portcullis_tower::PeerAddr;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,6 +45,8 @@ pub(crate) enum Outcome {
 const READ_CHUNK: usize = 8 * 1024;
 /// Body bytes gathered behind a response head before they are written.
 const WRITE_GATHER: usize = 64 * 1024;
+/// The write buffer a connection keeps between responses.
+const KEEP_WRITE_BUFFER: usize = 8 * 1024;
 
 /// Serves the connection from `buf`, which holds at least one complete head.
 pub(crate) async fn serve(
@@ -69,6 +71,7 @@ pub(crate) async fn serve(
         // 1. A complete head: parsed from what is buffered, else read (in time).
         let mut waiting_since: Option<Instant> = None;
         let parsed = loop {
+            skip_empty_lines(&mut buf);
             if !buf.is_empty() {
                 match head::parse_head(&buf, limits.max_header_bytes, waiting_since, &mut spans) {
                     Parsed::Complete(parsed) => break parsed,
@@ -134,7 +137,20 @@ pub(crate) async fn serve(
         };
         stopping = stopping || shutdown.has_changed().unwrap_or(true);
         let keep_alive = !shape.close && !stopping;
-        match write_response(&mut stream, &mut out, response, shape.is_head, keep_alive).await {
+        let written = write_response(
+            &mut stream,
+            &mut out,
+            &mut buf,
+            response,
+            shape.is_head,
+            keep_alive,
+        )
+        .await;
+        if out.capacity() > KEEP_WRITE_BUFFER {
+            // A large response's buffer is not kept by an idle connection.
+            out = Vec::with_capacity(1024);
+        }
+        match written {
             Ok(true) => {}
             Ok(false) => {
                 let _ = stream.shutdown().await;
@@ -142,6 +158,18 @@ pub(crate) async fn serve(
             }
             Err(()) => return Outcome::Done,
         }
+    }
+}
+
+/// Drops the empty lines a client may send between requests (RFC 9112 §2.2: a server
+/// ignores at least one), so that they are neither a head nor a reason to wait for one.
+fn skip_empty_lines(buf: &mut BytesMut) {
+    let blank = buf
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    if blank > 0 {
+        bytes::Buf::advance(buf, blank);
     }
 }
 
@@ -286,6 +314,7 @@ fn framing(
 async fn write_response<B>(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
+    buf: &mut BytesMut,
     response: http::Response<B>,
     is_head: bool,
     keep_alive: bool,
@@ -293,17 +322,26 @@ async fn write_response<B>(
 where
     B: Body<Data = Bytes>,
 {
-    let (parts, body) = response.into_parts();
-    let (framing, length) = framing(parts.status, &parts.headers, &body.size_hint(), is_head);
-    let keep_alive = keep_alive && !asks_to_close(&parts.headers);
+    let (mut parts, body) = response.into_parts();
+    let (mut framing, mut length) =
+        framing(parts.status, &parts.headers, &body.size_hint(), is_head);
+    let closes = asks_to_close(&parts.headers);
+    let mut keep_alive = keep_alive && !closes;
+    if parts.status.is_informational() {
+        // Only a 101 after an upgrade is a final 1xx, and upgrades are hyper's: a client
+        // would take any other as interim and wait on. (As hyper does: a 500.)
+        tracing::warn!(status = %parts.status, "a 1xx response outside an upgrade");
+        parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+        (framing, length, keep_alive) = (Framing::None, Some(0), false);
+    }
     out.clear();
-    encode_head(out, &parts, framing, length, keep_alive);
+    encode_head(out, &parts, framing, length, !keep_alive && !closes);
     if framing == Framing::None {
         drop(body);
         write_all(stream, out).await?;
         return Ok(keep_alive);
     }
-    let complete = write_body(stream, out, body, framing).await?;
+    let complete = write_body(stream, out, buf, body, framing).await?;
     Ok(keep_alive && complete)
 }
 
@@ -316,12 +354,14 @@ fn asks_to_close(headers: &HeaderMap) -> bool {
     })
 }
 
+/// Writes the status line and fields; `add_close` adds `Connection: close` (beside any
+/// `Connection` field the response has, which then reads as "..., close").
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
     framing: Framing,
     length: Option<u64>,
-    keep_alive: bool,
+    add_close: bool,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
@@ -329,12 +369,10 @@ fn encode_head(
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
-    let mut has_connection = false;
     for (name, value) in &parts.headers {
         match *name {
             header::CONTENT_LENGTH | header::TRANSFER_ENCODING => continue,
             header::DATE => has_date = true,
-            header::CONNECTION => has_connection = true,
             _ => {}
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -354,7 +392,7 @@ fn encode_head(
         http_date(|date| out.extend_from_slice(date));
         out.extend_from_slice(b"\r\n");
     }
-    if !keep_alive && !has_connection {
+    if add_close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -384,6 +422,7 @@ fn http_date(f: impl FnOnce(&[u8])) {
 async fn write_body<B>(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
+    buf: &mut BytesMut,
     body: B,
     framing: Framing,
 ) -> Result<bool, ()>
@@ -392,7 +431,8 @@ where
 {
     let mut sent: u64 = 0;
     // The body lives in this block only: it is dropped before the last bytes go out, so
-    // that its record (log line, metrics) is made before the client sees the response end.
+    // that its record (log line, metrics) is made before the client sees the response end
+    // (the price: a last write that fails is still recorded as a complete response).
     {
         let mut body = pin!(body);
         loop {
@@ -401,7 +441,7 @@ where
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
                     write_all(stream, out).await?;
-                    poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                    next_frame_unless_gone(stream, buf, body.as_mut()).await?
                 }
             };
             let data = match frame {
@@ -443,6 +483,28 @@ where
     };
     write_all(stream, out).await?;
     Ok(complete)
+}
+
+/// The body's next frame; `Err` when the client closes its connection first (as hyper
+/// does: a streaming response to a client that left is dropped at once, not at its next
+/// chunk). Bytes the client sends meanwhile are kept in `buf` for the next request.
+async fn next_frame_unless_gone<B: Body>(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut body: Pin<&mut B>,
+) -> Result<Option<Result<http_body::Frame<B::Data>, B::Error>>, ()> {
+    if !buf.is_empty() {
+        return Ok(poll_fn(|cx| body.as_mut().poll_frame(cx)).await);
+    }
+    reserve(buf);
+    tokio::select! {
+        biased;
+        frame = poll_fn(|cx| body.as_mut().poll_frame(cx)) => Ok(frame),
+        read = stream.read_buf(buf) => match read {
+            Ok(0) | Err(_) => Err(()),
+            Ok(_) => Ok(poll_fn(|cx| body.as_mut().poll_frame(cx)).await),
+        },
+    }
 }
 
 /// `len` in hexadecimal, as a chunk size line begins.
@@ -573,10 +635,19 @@ mod tests {
         assert_eq!(
             framing(ok, &headers, &SizeHint::with_exact(0), true),
             (Framing::None, None),
-            "a HEAD answer with no known length claims none"
+            "a HEAD answer whose body is known to be empty claims no length"
         );
         assert_eq!(
             framing(StatusCode::NO_CONTENT, &headers, &exact, false),
+            (Framing::None, None)
+        );
+        assert_eq!(
+            framing(StatusCode::NOT_MODIFIED, &headers, &exact, false),
+            (Framing::None, None),
+            "a 304 says no length it was not given"
+        );
+        assert_eq!(
+            framing(StatusCode::CONTINUE, &headers, &exact, false),
             (Framing::None, None)
         );
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
@@ -617,7 +688,7 @@ mod tests {
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
         let (parts, ()) = res.into_parts();
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, Framing::Length(7), Some(7), false);
+        encode_head(&mut out, &parts, Framing::Length(7), Some(7), true);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with(

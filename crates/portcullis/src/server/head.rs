@@ -253,6 +253,10 @@ fn validate(req: &httparse::Request<'_, '_>) -> Result<(), String> {
             host += 1;
         }
     }
+    if transfer_encoding && req.version == Some(0) {
+        // RFC 9112 §6.1: HTTP/1.0 has no chunked framing; such a body cannot be delimited.
+        return Err("Transfer-Encoding in an HTTP/1.0 request".into());
+    }
     if transfer_encoding && content_length.is_some() {
         return Err("both Transfer-Encoding and Content-Length".into());
     }
@@ -387,6 +391,11 @@ mod tests {
             Err(400)
         );
         assert_eq!(judge(b"GET / HTTP/1.1\r\n\r\n"), Err(400), "no Host");
+        assert_eq!(
+            judge(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(400),
+            "chunked in HTTP/1.0"
+        );
         assert_eq!(
             judge(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Err(400)

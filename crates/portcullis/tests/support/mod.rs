@@ -388,7 +388,7 @@ struct UpState {
 /// An HTTP/1.1 upstream on 127.0.0.1, running in the current tokio runtime.
 ///
 /// Routes: `/echo...` (JSON of method, target, version, headers, body),
-/// `/slow?ms=N`, `/stream` (5 chunks 200 ms apart), `/status/N`, `/ws` (101 +
+/// `/slow?ms=N`, `/stream` (5 chunks 200 ms apart, or `?gap_ms=N`), `/status/N`, `/ws` (101 +
 /// raw byte echo), `/upload-timing` (when the body's bytes arrived),
 /// `/custom-headers` (sets some security headers itself), `/hop-response`
 /// (answers with hop-by-hop headers).
@@ -471,11 +471,14 @@ async fn upstream_handle(
             .header("content-type", "text/plain")
             .body(full("slow done"))
     } else if path == "/stream" {
+        let gap: u64 = query_param(&query, "gap_ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
         let (mut tx, body) = Channel::<Bytes, Infallible>::new(8);
         tokio::spawn(async move {
             for i in 0..5 {
                 if i > 0 {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(gap)).await;
                 }
                 let chunk = Bytes::from(format!("data: chunk {i}\n\n"));
                 if tx.send_data(chunk).await.is_err() {
