@@ -50,7 +50,7 @@ pub(super) fn is_upgrade<B>(req: &Request<B>) -> bool {
 }
 
 /// The options of every `Connection` field, trimmed, empty ones left out.
-pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()

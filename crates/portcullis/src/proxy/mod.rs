@@ -11,6 +11,7 @@ mod headers;
 mod pool;
 
 pub(crate) use body::{ProxyBody, ProxyRequestBody};
+pub(crate) use headers::connection_tokens;
 
 use crate::health::UpstreamHealth;
 use bytes::Bytes;

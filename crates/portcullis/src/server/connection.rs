@@ -16,6 +16,7 @@
 
 use super::head::{self, FieldSpan, FieldSpans, Parsed, ParsedHead, Rejection, MAX_HEADERS};
 use super::{call_ready, HeadLimits, RequestBody};
+use crate::proxy::connection_tokens;
 use crate::stack::{GatewayService, Stack};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -242,6 +243,7 @@ fn build_request(
     };
     // Room for the fields the layers add (X-Request-ID) without growing the map.
     let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+    let mut has_connection = false;
     for span in spans {
         let name = HeaderName::from_bytes(&raw[span.name.0..span.name.1])
             .map_err(|_| "malformed request: invalid header name".to_owned())?;
@@ -253,16 +255,16 @@ fn build_request(
                 shape.hand_off |= value.as_bytes().iter().any(|b| *b != b'0');
             }
             header::TRANSFER_ENCODING | header::UPGRADE | header::EXPECT => shape.hand_off = true,
-            header::CONNECTION => {
-                for token in value.as_bytes().split(|b| *b == b',') {
-                    let token = token.trim_ascii();
-                    shape.close |= token.eq_ignore_ascii_case(b"close");
-                    shape.hand_off |= token.eq_ignore_ascii_case(b"upgrade");
-                }
-            }
+            header::CONNECTION => has_connection = true,
             _ => {}
         }
         headers.append(name, value);
+    }
+    if has_connection {
+        for token in connection_tokens(&headers) {
+            shape.close |= token.eq_ignore_ascii_case("close");
+            shape.hand_off |= token.eq_ignore_ascii_case("upgrade");
+        }
     }
     let mut req = Request::new(RequestBody::Empty);
     *req.method_mut() = method;
@@ -347,11 +349,7 @@ where
 
 /// Whether a layer of ours asked for the connection to close after this response.
 fn asks_to_close(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("close"))
 }
 
 /// Writes the status line and fields; `add_close` adds `Connection: close` (beside any
