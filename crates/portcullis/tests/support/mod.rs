@@ -902,13 +902,13 @@ pub(crate) async fn raw_write(stream: &mut TcpStream, bytes: &[u8]) {
         .expect("write to gateway");
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Reads more bytes into `buf`; 0 on EOF or a reset (a peer that closes with
 /// unread input resets the connection; what was received still counts).
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration) -> usize {
+pub(crate) async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration) -> usize {
     let mut tmp = [0u8; 16384];
     match within("reading from the gateway", limit, stream.read(&mut tmp)).await {
         Ok(n) => {
@@ -916,6 +916,18 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration) -
             n
         }
         Err(_) => 0,
+    }
+}
+
+/// Reads into `buf` until `done(buf)`; the peer must not close before.
+pub(crate) async fn read_until(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> bool,
+) {
+    while !done(buf) {
+        let n = read_more(stream, buf, NET).await;
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(buf));
     }
 }
 
