@@ -1,7 +1,9 @@
 //! RFC 9457 problem details: the one shape of every error the gateway produces.
 
+use crate::config::DurationValue;
 use crate::json;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use std::time::Duration;
 
 /// The problem type the IETF ratelimit draft registers for 429s.
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
@@ -73,17 +75,17 @@ impl Problem {
     pub fn quota_exceeded(
         policy: &str,
         limit: u64,
-        window: &str,
+        window: Duration,
         violated: &[&str],
         retry_after_secs: u64,
     ) -> Self {
-        let mut detail = String::with_capacity(40 + policy.len() + window.len());
+        let mut detail = String::with_capacity(52 + policy.len());
         detail.push_str("policy '");
         detail.push_str(policy);
         detail.push_str("' allows ");
         crate::json::push_u64(&mut detail, limit);
         detail.push_str(" requests per ");
-        detail.push_str(window);
+        DurationValue(window).push_to(&mut detail);
         let mut p = Problem::new(429, "rate_limited", detail);
         p.type_uri = QUOTA_EXCEEDED;
         let violated = violated
@@ -150,7 +152,7 @@ impl Problem {
 pub fn quota_exceeded_json<S: AsRef<str>>(
     policy: &str,
     limit: u64,
-    window: &str,
+    window: Duration,
     violated: &[S],
     retry_after_secs: u64,
     instance: &str,
@@ -166,7 +168,8 @@ pub fn quota_exceeded_json<S: AsRef<str>>(
     out.push_str("' allows ");
     json::push_u64(&mut out, limit);
     out.push_str(" requests per ");
-    json::push_escaped(&mut out, window);
+    // Digits and a unit: nothing to escape.
+    DurationValue(window).push_to(&mut out);
     out.push_str("\",\"instance\":");
     json::push_str(&mut out, instance);
     out.push_str(",\"code\":\"rate_limited\",\"request_id\":");
@@ -215,19 +218,20 @@ mod tests {
         for (policy, window, violated, instance, id) in [
             (
                 "default",
-                "1m",
+                Duration::from_secs(60),
                 vec!["default"],
                 "/",
                 "9c1239b0-fc9a-4cac-a7ae-d1275054581e",
             ),
             (
                 "per \"user\"\n",
-                "10s",
+                Duration::from_secs(10),
                 vec!["a", "b\\c"],
                 "/caf\u{e9}/\u{1}",
                 "",
             ),
-            ("x", "1h", vec![], "", "id"),
+            ("x", Duration::from_secs(3600), vec![], "", "id"),
+            ("y", Duration::from_millis(1500), vec!["y"], "/", "id"),
         ] {
             let expected = Problem::quota_exceeded(policy, 7, window, &violated, 42)
                 .with_instance(instance)
@@ -256,9 +260,10 @@ mod tests {
 
     #[test]
     fn hand_written_json_equals_serde() {
-        let mut p = Problem::quota_exceeded("a\"b\\c", 10, "1m", &["a\"b\\c", "x"], 7)
-            .with_instance("/p\u{1}\u{8}\u{c}\u{1f}\n\r\t\u{7f}é😀")
-            .with_request_id("id");
+        let mut p =
+            Problem::quota_exceeded("a\"b\\c", 10, Duration::from_secs(60), &["a\"b\\c", "x"], 7)
+                .with_instance("/p\u{1}\u{8}\u{c}\u{1f}\n\r\t\u{7f}é😀")
+                .with_request_id("id");
         p.detail.push_str(" \u{0}</script>");
         p.extensions.push((
             "nested",

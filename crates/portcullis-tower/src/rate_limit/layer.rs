@@ -142,8 +142,8 @@ fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>) -> Applied<B, RB
             let body = portcullis_core::problem::quota_exceeded_json(
                 &policy,
                 limit,
-                &window,
-                &violated,
+                window,
+                violated.as_slice(),
                 retry_after,
                 req.uri().path(),
                 id.map_or("", |id| id.as_str()),

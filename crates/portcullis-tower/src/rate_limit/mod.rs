@@ -21,6 +21,7 @@ use portcullis_core::limit::{retry_after_secs, Decision};
 use portcullis_core::policy::{build_key, KeyOutcome, PolicySet};
 use portcullis_store::{Check, Decided, Store, StoreError, StoreKey};
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// What one policy decided for one request, for counting.
@@ -92,6 +93,12 @@ pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Per-request lists of policies: a route has one or two, held inline (no allocation).
+type Inline<T> = SmallVec<[T; 2]>;
+
+/// Policy names (the policies a 429 violated).
+pub type PolicyNames = Inline<Arc<str>>;
+
 /// What the limiter decided for a request.
 #[derive(Debug, Clone)]
 pub enum Verdict {
@@ -114,10 +121,10 @@ pub enum Verdict {
         policy: Arc<str>,
         /// Its limit, for the problem detail.
         limit: u64,
-        /// Its window as configured, for the problem detail.
-        window: String,
+        /// Its window, for the problem detail.
+        window: std::time::Duration,
         /// Every denying policy.
-        violated: Vec<Arc<str>>,
+        violated: PolicyNames,
         /// `Retry-After` seconds.
         retry_after: u64,
     },
@@ -168,7 +175,7 @@ impl Plan {
 enum Work {
     Done(Verdict),
     Decide {
-        enforce: Vec<KeyedPolicy>,
+        enforce: Inline<KeyedPolicy>,
         shadow: Vec<KeyedPolicy>,
         cost: u64,
     },
@@ -215,7 +222,7 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
             }
             return done(Verdict::Bypassed);
         }
-        let mut enforce = Vec::with_capacity(resolution.policies.len());
+        let mut enforce = Inline::new();
         let mut shadow = Vec::new();
         for &i in resolution.policies {
             let policy = &self.policies.policies[i];
@@ -268,7 +275,7 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
         if enforce.is_empty() {
             return (Verdict::Unlimited, route);
         }
-        let checks: Vec<Check> = enforce.iter().map(|k| self.check_of(k, cost)).collect();
+        let checks: Inline<Check> = enforce.iter().map(|k| self.check_of(k, cost)).collect();
         let decided = self.store.decide(&checks).await;
         (self.conclude(&enforce, &checks, decided), route)
     }
@@ -290,7 +297,8 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
                 shadow,
                 cost,
             } if shadow.is_empty() && self.store.decides_now() => {
-                let checks: Vec<Check> = enforce.iter().map(|k| self.check_of(k, cost)).collect();
+                let checks: Inline<Check> =
+                    enforce.iter().map(|k| self.check_of(k, cost)).collect();
                 match self.store.decide_now(&checks) {
                     Some(decided) => Ok((self.conclude(&enforce, &checks, decided), route)),
                     None => Err(Plan {
@@ -356,7 +364,7 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
     fn verdict(&self, enforce: &[KeyedPolicy], checks: &[Check], decided: &Decided) -> Verdict {
         let now = decided.at;
         let decisions = &decided.decisions;
-        let reports: Vec<PolicyReport<'_>> = enforce
+        let reports: Inline<PolicyReport<'_>> = enforce
             .iter()
             .zip(checks)
             .zip(decisions)
@@ -392,11 +400,7 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
             headers,
             policy: tight.name.clone(),
             limit: checks[t].quota.limit,
-            window: {
-                let mut w = String::with_capacity(12);
-                portcullis_core::config::DurationValue(checks[t].quota.window).push_to(&mut w);
-                w
-            },
+            window: checks[t].quota.window,
             violated: enforce
                 .iter()
                 .zip(decisions)
