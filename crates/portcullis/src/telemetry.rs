@@ -422,6 +422,14 @@ pub(crate) struct AccessLog {
     tx: mpsc::Sender<LogMessage>,
 }
 
+/// How long the writer gathers lines before writing them, while lines keep coming. A
+/// writer that woke for every line cost each request a futex wake in its serving thread
+/// and a context switch here (together ~5 µs of CPU a request under load); one that
+/// sleeps this long between batches is asleep when a line is sent, so sending is a
+/// queue push. Lines reach stdout at most this late; an idle writer blocks and costs
+/// nothing.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl AccessLog {
     fn start() -> Self {
         let (tx, rx) = mpsc::channel::<LogMessage>();
@@ -429,23 +437,32 @@ impl AccessLog {
             .name("access-log".into())
             .spawn(move || {
                 let stdout = std::io::stdout();
-                let mut out = std::io::BufWriter::new(stdout.lock());
-                while let Ok(msg) = rx.recv() {
-                    let mut next = Some(msg);
-                    while let Some(msg) = next {
-                        match msg {
-                            LogMessage::Line(line) => {
-                                let _ = out.write_all(line.as_bytes());
-                                let _ = out.write_all(b"\n");
-                            }
-                            LogMessage::Flush(done) => {
-                                let _ = out.flush();
-                                let _ = done.send(());
-                            }
-                        }
-                        next = rx.try_recv().ok();
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+                let write = |msg: LogMessage, out: &mut std::io::BufWriter<_>| match msg {
+                    LogMessage::Line(line) => {
+                        let _ = out.write_all(line.as_bytes());
+                        let _ = out.write_all(b"\n");
                     }
-                    let _ = out.flush();
+                    LogMessage::Flush(done) => {
+                        let _ = out.flush();
+                        let _ = done.send(());
+                    }
+                };
+                // Blocks only while no line comes.
+                while let Ok(first) = rx.recv() {
+                    write(first, &mut out);
+                    loop {
+                        while let Ok(msg) = rx.try_recv() {
+                            write(msg, &mut out);
+                        }
+                        let _ = out.flush();
+                        std::thread::sleep(BATCH_WINDOW);
+                        match rx.try_recv() {
+                            Ok(msg) => write(msg, &mut out),
+                            Err(mpsc::TryRecvError::Empty) => break,
+                            Err(mpsc::TryRecvError::Disconnected) => return,
+                        }
+                    }
                 }
             });
         if let Err(e) = spawned {
