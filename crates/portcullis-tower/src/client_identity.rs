@@ -33,6 +33,9 @@ pub struct ClientInfo {
     pub peer: SocketAddr,
     /// Client IP and HTTPS, after the trusted-proxy rule.
     pub identity: ClientIdentity,
+    /// The peer is inside `trusted_proxies`: the forwarding headers it sent were believed.
+    /// Those of any other peer are claims its client made (a proxy drops its `Forwarded`).
+    pub trusted_peer: bool,
 }
 
 /// Adds [`ClientInfo`] to every request.
@@ -86,8 +89,15 @@ where
             |p| p.0,
         );
         let tls = req.extensions().get::<TlsConnection>().is_some();
-        let identity = identify_request(peer.ip(), tls, &self.trusted, req.headers());
-        req.extensions_mut().insert(ClientInfo { peer, identity });
+        let trusted_peer = self
+            .trusted
+            .contains(portcullis_core::identity::canonical_ip(peer.ip()));
+        let identity = identify_request(peer.ip(), tls, trusted_peer, &self.trusted, req.headers());
+        req.extensions_mut().insert(ClientInfo {
+            peer,
+            identity,
+            trusted_peer,
+        });
         self.inner.call(req)
     }
 }
@@ -95,10 +105,11 @@ where
 fn identify_request(
     peer: IpAddr,
     tls: bool,
+    trusted_peer: bool,
     trusted: &TrustedProxies,
     headers: &HeaderMap,
 ) -> ClientIdentity {
-    if !trusted.contains(portcullis_core::identity::canonical_ip(peer)) {
+    if !trusted_peer {
         // The common case needs no header collection at all.
         return identify(peer, tls, trusted, ForwardingHeaders::default());
     }

@@ -132,6 +132,7 @@ async fn run<St: Store>(store: St) -> Vec<Seen> {
                 ip: "192.0.2.7".parse().expect("ip"),
                 https: false,
             },
+            trusted_peer: false,
         });
         let res = svc
             .ready()

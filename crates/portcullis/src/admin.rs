@@ -415,6 +415,9 @@ async fn explain(state: &AdminState, req: &Request<Incoming>) -> AdminResponse {
     sim.extensions_mut().insert(ClientInfo {
         peer: SocketAddr::new(peer_ip, 0),
         identity,
+        trusted_peer: state
+            .trusted
+            .contains(portcullis_core::identity::canonical_ip(peer_ip)),
     });
     let (route, bypassed, keyed) = limiter.keys_of(&sim);
     let mut policies = Vec::new();

@@ -444,6 +444,10 @@ async fn forwarded_headers_from_an_untrusted_peer() {
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.example"),
+            (
+                "forwarded",
+                "for=198.51.100.7;proto=https;host=evil.example",
+            ),
         ],
     )
     .await;
@@ -463,6 +467,11 @@ async fn forwarded_headers_from_an_untrusted_peer() {
     assert_eq!(
         echo_header(&echo, "x-forwarded-host"),
         vec!["api.example.test"]
+    );
+    assert_eq!(
+        echo_header(&echo, "forwarded"),
+        Vec::<String>::new(),
+        "a client's Forwarded claims do not reach the upstream"
     );
     let spoofed = gw.wait_log(&r.request_id()).await;
 
@@ -504,7 +513,12 @@ async fn client_ip_follows_the_trusted_proxy_rule() {
     let (c, _) = client_of(&gw, &[("x-forwarded-for", "203.0.113.9, 127.0.0.1")]).await;
     let (d, _) = client_of(&gw, &[("x-forwarded-for", "203.0.113.10")]).await;
     let (e, _) = client_of(&gw, &[]).await;
-    let (f, _) = client_of(&gw, &[("forwarded", "for=203.0.113.9;proto=http")]).await;
+    let (f, echo) = client_of(&gw, &[("forwarded", "for=203.0.113.9;proto=http")]).await;
+    assert_eq!(
+        echo_header(&echo, "forwarded"),
+        vec!["for=203.0.113.9;proto=http"],
+        "a trusted proxy's Forwarded passes on"
+    );
     let (g, _) = client_of(&gw, &[("x-forwarded-for", "127.0.0.1")]).await;
     assert_eq!(a, b, "right-most address that is not a trusted proxy");
     assert_eq!(a, c, "trusted proxies in the chain are skipped");

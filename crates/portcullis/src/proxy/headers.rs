@@ -112,6 +112,9 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// The `X-Forwarded-*` fields of one request (SPEC "Client identity"), written straight
 /// into the request head sent upstream in place of the client's own: the client's
 /// `X-Forwarded-For` list with the client's address appended, the scheme, and the host.
+/// A `Forwarded` field passes only from a trusted proxy: from anyone else its `for=`,
+/// `proto=` and `host=` are the client's own claims, which the gateway does not believe
+/// (nor replaces `X-Forwarded-Proto` with), so the upstream must not see them either.
 /// (Written as text rather than put in the header map: three map insertions, a string
 /// turned into a header value, and the map walked again to send them, saved.)
 pub(super) struct Forwarded {
@@ -122,10 +125,13 @@ pub(super) struct Forwarded {
 
 impl super::h1::ExtraFields for Forwarded {
     fn replaces(&self, name: &HeaderName) -> bool {
-        self.client.is_some()
-            && (name == X_FORWARDED_FOR
-                || name == X_FORWARDED_PROTO
-                || (self.host.is_some() && name == X_FORWARDED_HOST))
+        let Some(client) = &self.client else {
+            return false;
+        };
+        name == X_FORWARDED_FOR
+            || name == X_FORWARDED_PROTO
+            || (self.host.is_some() && name == X_FORWARDED_HOST)
+            || (!client.trusted_peer && name == header::FORWARDED)
     }
 
     fn write(&self, headers: &HeaderMap, buf: &mut Vec<u8>) {
