@@ -39,7 +39,19 @@ pub struct StoreKey(pub [u8; 16]);
 impl StoreKey {
     /// Lower-case hex, as shown by `/admin/explain` and used in Redis key names.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        let mut out = String::with_capacity(32);
+        self.push_hex(&mut out);
+        out
+    }
+
+    /// [`StoreKey::to_hex`] appended to `out` (every Redis decision names its keys: a
+    /// `format!` per byte was 32 allocations a decision).
+    pub fn push_hex(&self, out: &mut String) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for b in self.0 {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        }
     }
 }
 

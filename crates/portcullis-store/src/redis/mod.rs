@@ -537,12 +537,18 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 /// `pc:{<hex>}`: the braces make the whole hash the Redis Cluster hash tag.
 pub fn redis_key(key: &StoreKey) -> String {
-    format!("pc:{{{}}}", key.to_hex())
+    let mut name = String::with_capacity(40);
+    name.push_str("pc:{");
+    key.push_hex(&mut name);
+    name.push('}');
+    name
 }
 
 /// `pc:{<hex>}:id`: a remembered webhook id (hash-tagged like the buckets).
 pub fn replay_key(key: &StoreKey) -> String {
-    format!("pc:{{{}}}:id", key.to_hex())
+    let mut name = redis_key(key);
+    name.push_str(":id");
+    name
 }
 
 fn parse_reply(reply: &[i64], n: usize) -> Result<Decided, StoreError> {

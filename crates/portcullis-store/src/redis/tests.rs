@@ -266,3 +266,17 @@ async fn remember_is_once_per_ttl_across_stores_and_follows_on_error() {
         "local: the fallback remembers"
     );
 }
+
+#[test]
+fn key_names_are_the_key_in_lower_case_hex_hash_tagged() {
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(37).wrapping_add(0x0f);
+    }
+    let key = StoreKey(bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(key.to_hex(), hex);
+    assert_eq!(redis_key(&key), format!("pc:{{{hex}}}"));
+    assert_eq!(replay_key(&key), format!("pc:{{{hex}}}:id"));
+    assert_eq!(StoreKey([0xff; 16]).to_hex(), "ff".repeat(16));
+}
