@@ -16,7 +16,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local mode = ARGV[1]
 
-local function fmt(x) return string.format('%.0f', x) end
+local function fmt(x) return string.format('%d', x) end
 local function ceil_div(a, b) local q = math.floor(a / b); if q * b < a then q = q + 1 end; return q end
 local function ttl_ms(us) return math.max(1, ceil_div(us, 1000)) + 1000 end
 
