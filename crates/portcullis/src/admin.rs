@@ -412,12 +412,13 @@ async fn explain(state: &AdminState, req: &Request<Incoming>) -> AdminResponse {
     );
     let limiter = &state.limiter;
     let mut sim = sim;
+    let trusted_peer = state
+        .trusted
+        .contains(portcullis_core::identity::canonical_ip(peer_ip));
     sim.extensions_mut().insert(ClientInfo {
         peer: SocketAddr::new(peer_ip, 0),
         identity,
-        trusted_peer: state
-            .trusted
-            .contains(portcullis_core::identity::canonical_ip(peer_ip)),
+        trusted_peer,
     });
     let (route, bypassed, keyed) = limiter.keys_of(&sim);
     let mut policies = Vec::new();
@@ -442,7 +443,7 @@ async fn explain(state: &AdminState, req: &Request<Incoming>) -> AdminResponse {
         json!({
             "client": {
                 "peer": peer_ip.to_string(),
-                "peer_trusted": state.trusted.contains(portcullis_core::identity::canonical_ip(peer_ip)),
+                "peer_trusted": trusted_peer,
                 "ip": identity.ip.to_string(),
                 "key": client_key(identity.ip, limiter.ipv6_prefix),
                 "https": identity.https,

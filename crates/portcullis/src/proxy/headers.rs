@@ -113,8 +113,9 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// into the request head sent upstream in place of the client's own: the client's
 /// `X-Forwarded-For` list with the client's address appended, the scheme, and the host.
 /// A `Forwarded` field passes only from a trusted proxy: from anyone else its `for=`,
-/// `proto=` and `host=` are the client's own claims, which the gateway does not believe
-/// (nor replaces `X-Forwarded-Proto` with), so the upstream must not see them either.
+/// `proto=` and `host=` are the client's own claims, which the gateway did not believe,
+/// so the upstream does not see them either (as the client's `X-Forwarded-Proto` is
+/// replaced).
 /// (Written as text rather than put in the header map: three map insertions, a string
 /// turned into a header value, and the map walked again to send them, saved.)
 pub(super) struct Forwarded {
