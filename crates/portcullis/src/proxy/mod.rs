@@ -14,6 +14,7 @@ pub(crate) use body::{ProxyBody, ProxyRequestBody};
 pub(crate) use headers::connection_tokens;
 
 use crate::health::UpstreamHealth;
+use crate::server::ConnectionGuard;
 use bytes::Bytes;
 use h1::{Conn, ExchangeError, Framing, ResponseDecoder};
 use http::{Request, Response};
@@ -89,6 +90,8 @@ impl Inner {
     async fn forward(&self, mut req: Request<ProxyRequestBody>) -> Response<ProxyBody> {
         let upgrade = headers::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // Held by the tunnel, so that shutdown waits for it like for a connection.
+        let drain_guard = req.extensions_mut().remove::<ConnectionGuard>();
         let client = req.extensions().get::<ClientInfo>().copied();
         let forwarded = self.prepare(&mut req, client, upgrade);
         // The head stays here, lent to the exchange: a problem response needs its path
@@ -164,7 +167,7 @@ impl Inner {
                 return answer(upstream_error());
             };
             // The connection belongs to its tunnel from now on.
-            tokio::spawn(tunnel(client_upgrade, lease.into_conn()));
+            tokio::spawn(tunnel(client_upgrade, lease.into_conn(), drain_guard));
             return res.map(|()| ProxyBody::full(Bytes::new()));
         }
         res.map(|()| ProxyBody::upstream(ResponseDecoder::new(head.framing), lease))
@@ -207,8 +210,13 @@ fn upstream_error() -> Problem {
 }
 
 /// Copies bytes both ways between an upgraded client and the upstream connection, the
-/// upstream's bytes that arrived with its 101 response first.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: Conn) {
+/// upstream's bytes that arrived with its 101 response first. `_drain` keeps shutdown
+/// waiting until the tunnel closes (or `shutdown_grace` ends).
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: Conn,
+    _drain: Option<ConnectionGuard>,
+) {
     let client = match client.await {
         Ok(client) => client,
         Err(e) => {

@@ -38,7 +38,9 @@ pub(crate) struct HeadLimits {
     pub(crate) header_read_timeout: Duration,
 }
 
-/// Tracks live connections so shutdown can wait for them.
+/// Tracks live connections so shutdown can wait for them. An upgrade request carries a
+/// clone in its extensions, which the tunnel holds after the `101`: a WebSocket is a
+/// connection shutdown waits for (up to `shutdown_grace`), though its HTTP part is over.
 #[derive(Clone)]
 pub(crate) struct ConnectionGuard {
     _alive: mpsc::Sender<()>,
@@ -238,8 +240,12 @@ async fn serve_connection(
     // One clone of the stack per connection, not per request: hyper asks for `Fn`, and a
     // request's call does not outlive the borrow (the future owns what it needs).
     let stack = std::cell::RefCell::new(service.stack.clone());
+    let tunnel_guard = guard.clone();
     let hyper_service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
+        if req.headers().contains_key(hyper::header::UPGRADE) {
+            req.extensions_mut().insert(tunnel_guard.clone());
+        }
         let req = req.map(RequestBody::Hyper);
         match stack.try_borrow_mut() {
             Ok(mut stack) => call_ready(&mut stack, &service.stack, req),
