@@ -38,12 +38,25 @@ pub(crate) struct HeadLimits {
     pub(crate) header_read_timeout: Duration,
 }
 
-/// Tracks live connections so shutdown can wait for them. An upgrade request carries a
-/// clone in its extensions, which the tunnel holds after the `101`: a WebSocket is a
-/// connection shutdown waits for (up to `shutdown_grace`), though its HTTP part is over.
+/// Tracks a live connection: shutdown waits for it, and (for a client connection) its
+/// serving thread counts it when connections are spread. An upgrade request carries a
+/// clone in its extensions, which the tunnel holds after the `101`: a WebSocket stays a
+/// connection for both (shutdown waits for it up to `shutdown_grace`), though its HTTP
+/// part is over.
 #[derive(Clone)]
 pub(crate) struct ConnectionGuard {
     _alive: mpsc::Sender<()>,
+    _counted: Option<Arc<balance::Counted>>,
+}
+
+impl ConnectionGuard {
+    /// The guard, also holding the connection's place in its thread's count.
+    fn counted(self, counted: balance::Counted) -> Self {
+        ConnectionGuard {
+            _counted: Some(Arc::new(counted)),
+            ..self
+        }
+    }
 }
 
 /// Signals shutdown and waits for every connection to finish.
@@ -101,6 +114,7 @@ impl DrainHandle {
             self.signal.clone(),
             ConnectionGuard {
                 _alive: self.alive.clone(),
+                _counted: None,
             },
         )
     }
@@ -181,13 +195,12 @@ pub(crate) async fn accept_loop(
             },
             _ = shutdown.changed() => return,
         };
-        let counted = balance::Counted::new(balance.clone(), thread);
         let (signal, guard) = drain.watcher();
+        let guard = guard.counted(balance::Counted::new(balance.clone(), thread));
         let service = service.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, peer, service, limits, signal, guard).await;
-            drop(counted);
-        });
+        tokio::spawn(serve_connection(
+            stream, peer, service, limits, signal, guard,
+        ));
     }
 }
 
@@ -282,4 +295,42 @@ async fn serve_connection(
         }
     }
     drop(guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tunnel's clone of its connection's guard keeps the connection counted on its
+    /// thread, and the drain waiting, after the connection's own guard is gone.
+    #[tokio::test]
+    async fn a_guard_clone_keeps_the_connection_counted_and_the_drain_waiting() {
+        let (balance, _inboxes) = Balance::new(2);
+        let drain = Drain::new();
+        // Thread 0 serves two connections: another one, and the one that upgrades.
+        assert_eq!(balance.assign(0), 0);
+        assert_eq!(balance.assign(0), 0);
+        let (_signal, guard) = drain.watcher();
+        let guard = guard.counted(balance::Counted::new(balance.clone(), 0));
+        let tunnel = guard.clone();
+        drop(guard);
+        assert_eq!(
+            balance.assign(0),
+            1,
+            "thread 0 still counts the tunnel: 2 against 0"
+        );
+        balance.closed(1);
+        let drained = tokio::spawn(drain.drain(Duration::from_millis(500)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(tunnel);
+        assert_eq!(
+            balance.assign(0),
+            0,
+            "the tunnel's place is given back: 1 against 0"
+        );
+        assert!(
+            drained.await.expect("drain task"),
+            "the drain ends when the tunnel does"
+        );
+    }
 }
