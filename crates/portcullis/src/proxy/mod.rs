@@ -90,8 +90,11 @@ impl Inner {
     async fn forward(&self, mut req: Request<ProxyRequestBody>) -> Response<ProxyBody> {
         let upgrade = headers::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        // Held by the tunnel, so that shutdown waits for it like for a connection.
-        let drain_guard = req.extensions_mut().remove::<ConnectionGuard>();
+        // Held by the tunnel, so that shutdown waits for it like for a connection (and its
+        // thread counts it). Looked up for upgrades only.
+        let drain_guard = upgrade
+            .then(|| req.extensions_mut().remove::<ConnectionGuard>())
+            .flatten();
         let client = req.extensions().get::<ClientInfo>().copied();
         let forwarded = self.prepare(&mut req, client, upgrade);
         // The head stays here, lent to the exchange: a problem response needs its path
