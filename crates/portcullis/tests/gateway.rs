@@ -655,12 +655,16 @@ async fn request_id_uuid_mode_keeps_uuids_and_replaces_others() {
     for kept in [
         "123e4567-e89b-42d3-a456-426614174000",
         "123E4567-E89B-42D3-A456-426614174000",
+        // Its first 16 digits read as a card number (Luhn-valid, starts with 4): the id
+        // is still logged as it is, the same id as in the headers (SPEC).
+        "40001234-5678-4000-8abc-def012345678",
     ] {
         let r = get_h(gw.addr, "/echo/rid", &[("x-request-id", kept)]).await;
         assert!(r.request_id().eq_ignore_ascii_case(kept), "kept {kept}");
         let echo = r.json();
         assert!(echo_header(&echo, "x-request-id")[0].eq_ignore_ascii_case(kept));
-        gw.wait_log(&r.request_id()).await;
+        let line = gw.wait_log(&r.request_id()).await;
+        assert_eq!(line["request_id"], r.request_id().as_str());
     }
     for replaced in ["abc-123", "123e4567e89b42d3a456426614174000", "x y", ""] {
         let r = get_h(gw.addr, "/echo/rid2", &[("x-request-id", replaced)]).await;
