@@ -481,10 +481,10 @@ impl AccessLog {
 }
 
 /// The access log line of a request, written straight into JSON text. Every string that
-/// can carry what a client sent (a request id that is not a UUID, an extension method,
-/// route, path) goes through the value detectors and query-name rules of the redactor
-/// first; the client address is replaced outright (a keyed hash, or the mask). One pass
-/// per string and no intermediate `Value`: this runs for every request.
+/// can carry what a client sent (request id, extension method, route, path) goes through
+/// the value detectors and query-name rules of the redactor first; the client address is
+/// replaced outright (a keyed hash, or the mask). One pass per string and no
+/// intermediate `Value`: this runs for every request.
 pub(crate) fn access_log_line(r: &RequestRecord, now_unix_ms: u128, redactor: &Redactor) -> String {
     use portcullis_core::headers::latency_ms;
     use portcullis_core::json::push_str;
@@ -496,14 +496,7 @@ pub(crate) fn access_log_line(r: &RequestRecord, now_unix_ms: u128, redactor: &R
     push_rfc3339_millis(&mut out, now_unix_ms);
     out.push('"');
     out.push_str(",\"request_id\":");
-    if portcullis_core::headers::is_hyphenated_uuid(r.request_id.as_bytes()) {
-        // Hex digits and dashes, nothing a secret hides in, and the log must carry the id
-        // the headers carry (SPEC): a UUID whose digit groups read as a card number (one
-        // id in some tens of thousands) was hashed by the redactor.
-        push_str(&mut out, &r.request_id);
-    } else {
-        text(&mut out, &r.request_id);
-    }
+    text(&mut out, &r.request_id);
     out.push_str(",\"method\":");
     match method_label(&r.method) {
         // A standard method is one of nine fixed tokens: nothing to redact.
@@ -920,41 +913,6 @@ mod tests {
         redactor.redact_json(&mut value);
         assert_eq!(line, value.to_string());
         assert!(!line.contains("ann@example.com") && !line.contains("token=abc"));
-    }
-
-    /// A UUID request id is logged as it is, even when its digits read as a card number
-    /// (the log carries the id the headers carry); any other id is still redacted.
-    #[test]
-    fn uuid_request_ids_are_logged_as_they_are() {
-        use portcullis_core::config::LogConfig;
-        let redactor = Redactor::from_config(&LogConfig::default(), b"k");
-        let line_of = |id: &str| {
-            let record = RequestRecord {
-                request_id: id.into(),
-                method: http::Method::GET,
-                path: "/".into(),
-                route: None,
-                status: 200,
-                latency: std::time::Duration::ZERO,
-                upstream: None,
-                duration: std::time::Duration::ZERO,
-                client: None,
-                bytes_out: 0,
-                policy: None,
-                decision: None,
-            };
-            let line: serde_json::Value =
-                serde_json::from_str(&access_log_line(&record, 0, &redactor)).unwrap();
-            line["request_id"].as_str().unwrap().to_owned()
-        };
-        let card_like = "40001234-5678-4000-8abc-def012345678";
-        assert_ne!(
-            redactor.redact_str(card_like),
-            card_like,
-            "the redactor alone hashes it"
-        );
-        assert_eq!(line_of(card_like), card_like);
-        assert_ne!(line_of("4000-1234-5678-4000"), "4000-1234-5678-4000");
     }
 
     #[test]

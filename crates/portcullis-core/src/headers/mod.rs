@@ -37,9 +37,7 @@ impl AcceptRequestId {
     }
 }
 
-/// `8-4-4-4-12` hexadecimal digits: the ids the gateway makes, and the only client ids
-/// the default `uuid` mode keeps.
-pub fn is_hyphenated_uuid(v: &[u8]) -> bool {
+fn is_hyphenated_uuid(v: &[u8]) -> bool {
     v.len() == 36
         && v.iter().enumerate().all(|(i, b)| match i {
             8 | 13 | 18 | 23 => *b == b'-',

@@ -178,6 +178,13 @@ impl Rules {
             // anything but a letter or digit before.
             let boundary = i == barrier || !b[i - 1].is_ascii_alphanumeric();
             let found = match c {
+                b'0'..=b'9' if boundary && is_uuid(b, i) => {
+                    // An identifier, whatever its digit groups look like: a UUID whose
+                    // first three groups are digits can pass for a card number.
+                    i += UUID_LEN;
+                    barrier = i;
+                    continue;
+                }
                 b'0'..=b'9' => {
                     let (end, last) = cards(b, i, boundary, &mut emit);
                     if let Some(last) = last {
@@ -427,6 +434,18 @@ fn run(b: &[u8], from: usize, class: fn(u8) -> bool) -> usize {
 
 /// Whether the text after a candidate ends it: the end, a non-alphanumeric byte, or a
 /// replacement token.
+const UUID_LEN: usize = 36;
+
+/// A hyphenated UUID (`8-4-4-4-12` hex digits) at `i`, ending a word.
+fn is_uuid(b: &[u8], i: usize) -> bool {
+    b.len() >= i + UUID_LEN
+        && b[i..i + UUID_LEN].iter().enumerate().all(|(k, c)| match k {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+        && ends_word(b, i + UUID_LEN)
+}
+
 fn ends_word(b: &[u8], j: usize) -> bool {
     j >= b.len() || !b[j].is_ascii_alphanumeric() || is_hash_token(b, j)
 }
