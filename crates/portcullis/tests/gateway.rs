@@ -283,15 +283,7 @@ async fn curl_h2c_prior_knowledge_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passes_through() {
     let (up, gw) = setup().await;
-    let mut s = raw_connect(gw.addr).await;
-    raw_write(
-        &mut s,
-        b"GET /ws HTTP/1.1\r\nHost: gw.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await;
-    let r = raw_read_response(&mut s).await;
-    assert_eq!(r.status, 101, "{:?} {}", r.headers, r.text());
+    let (r, mut s) = open_websocket(gw.addr).await;
     assert!(r
         .header("upgrade")
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket")));
@@ -303,17 +295,12 @@ async fn websocket_upgrade_passes_through() {
         .header("upgrade")
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket")));
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     for msg in [
         &b"hello through the gateway"[..],
         b"\x00\x01binary\xff second",
     ] {
-        raw_write(&mut s, msg).await;
-        let mut got = vec![0u8; msg.len()];
-        within("echoed bytes", NET, s.read_exact(&mut got))
-            .await
-            .expect("read echo");
-        assert_eq!(got, msg);
+        assert_echoed(&mut s, msg).await;
     }
     s.shutdown().await.unwrap();
     assert!(

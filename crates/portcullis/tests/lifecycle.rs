@@ -460,32 +460,15 @@ async fn sigterm_lets_an_inflight_request_finish_then_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_an_open_websocket_until_it_closes() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let up = Upstream::start().await;
     let mut gw = Gateway::start(&config(&up.url(), "shutdown_grace = \"10s\"", "")).await;
-    let mut s = raw_connect(gw.addr).await;
-    raw_write(
-        &mut s,
-        b"GET /ws HTTP/1.1\r\nHost: gw.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await;
-    let r = raw_read_response(&mut s).await;
-    assert_eq!(r.status, 101, "{:?} {}", r.headers, r.text());
+    let (_, mut s) = open_websocket(gw.addr).await;
     gw.sigterm();
     // Long enough for a gateway that does not wait for the tunnel to have exited.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let msg = b"still open after SIGTERM";
-    raw_write(&mut s, msg).await;
-    let mut got = vec![0u8; msg.len()];
-    within(
-        "echo after SIGTERM",
-        Duration::from_secs(5),
-        s.read_exact(&mut got),
-    )
-    .await
-    .expect("the tunnel carries bytes during the drain");
-    assert_eq!(&got[..], &msg[..]);
+    // The tunnel still carries bytes during the drain.
+    assert_echoed(&mut s, b"still open after SIGTERM").await;
     let closed_at = Instant::now();
     s.shutdown().await.expect("close the WebSocket");
     let status = gw.wait_exit(Duration::from_secs(8)).await;

@@ -1046,6 +1046,30 @@ pub(crate) async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (Reply, TcpS
     (r, s)
 }
 
+/// Opens a WebSocket through the gateway to the upstream's echoing `/ws`: the `101`
+/// response and the connection, a tunnel from here on.
+pub(crate) async fn open_websocket(addr: SocketAddr) -> (Reply, TcpStream) {
+    let (r, s) = raw_exchange(
+        addr,
+        b"GET /ws HTTP/1.1\r\nHost: gw.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 101, "{:?} {}", r.headers, r.text());
+    (r, s)
+}
+
+/// Sends `msg` through an open tunnel to the echoing upstream and checks it comes back.
+pub(crate) async fn assert_echoed(s: &mut TcpStream, msg: &[u8]) {
+    use tokio::io::AsyncReadExt;
+    raw_write(s, msg).await;
+    let mut got = vec![0u8; msg.len()];
+    within("echoed bytes", NET, s.read_exact(&mut got))
+        .await
+        .expect("read the echo through the tunnel");
+    assert_eq!(got, msg);
+}
+
 /// Whether the peer closes the connection within `limit` (EOF or reset).
 pub(crate) async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
