@@ -269,6 +269,24 @@ impl Gateway {
         lines_of(&self.stderr)
     }
 
+    /// Waits (up to 10 s) until stderr holds `needle` and returns all of stderr. stdout
+    /// and stderr are read by separate threads, so a diagnostic may show after the
+    /// access-log line of the same request.
+    pub(crate) async fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = self.stderr_lines().join("\n");
+            if all.contains(needle) {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stderr never held {needle:?}; it was:\n{all}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The JSON objects written on stdout (the access log).
     pub(crate) fn log_lines(&self) -> Vec<Value> {
         self.stdout_lines()
