@@ -4,6 +4,7 @@
 //! layer is called and stops when the inner service yields response headers. An inner
 //! proxy reports its share by inserting an [`UpstreamTiming`] response extension.
 
+use crate::head_lines::{HeadLines, Precedence};
 use http::{HeaderName, HeaderValue, Response};
 use pin_project_lite::pin_project;
 use portcullis_core::headers::{latency_ms, server_timing};
@@ -26,13 +27,23 @@ pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 #[derive(Debug, Clone, Copy)]
 pub struct LatencyLayer {
     enabled: bool,
+    lines: bool,
 }
 
 impl LatencyLayer {
     /// With `enabled` false the layer passes responses through untouched (so a
     /// configuration switch does not change the service's type).
     pub fn new(enabled: bool) -> Self {
-        LatencyLayer { enabled }
+        LatencyLayer {
+            enabled,
+            lines: false,
+        }
+    }
+
+    /// Adds the headers as [`HeadLines`] instead of map fields.
+    pub fn with_head_lines(mut self) -> Self {
+        self.lines = true;
+        self
     }
 }
 
@@ -42,6 +53,7 @@ impl<S> Layer<S> for LatencyLayer {
         Latency {
             inner,
             enabled: self.enabled,
+            lines: self.lines,
         }
     }
 }
@@ -51,6 +63,7 @@ impl<S> Layer<S> for LatencyLayer {
 pub struct Latency<S> {
     inner: S,
     enabled: bool,
+    lines: bool,
 }
 
 impl<S, Req, RB> Service<Req> for Latency<S>
@@ -69,6 +82,7 @@ where
         LatencyFuture {
             start: self.enabled.then(Instant::now),
             inner: self.inner.call(req),
+            lines: self.lines,
         }
     }
 }
@@ -79,6 +93,7 @@ pin_project! {
         #[pin]
         inner: F,
         start: Option<Instant>,
+        lines: bool,
     }
 }
 
@@ -95,12 +110,19 @@ where
         };
         let elapsed = start.elapsed();
         let upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
-        let headers = res.headers_mut();
         // Both values written into one buffer, each header a slice of it: one
         // allocation for the two.
         let mut text = server_timing(elapsed, upstream);
         let timing_end = text.len();
         portcullis_core::json::push_u64(&mut text, latency_ms(elapsed));
+        if *this.lines {
+            let lines = res.extensions_mut().get_or_insert_default::<HeadLines>();
+            let (timing, ms) = text.as_bytes().split_at(timing_end);
+            lines.push(&X_LATENCY_MS, ms, Precedence::Replace);
+            lines.push(&SERVER_TIMING, timing, Precedence::Replace);
+            return Poll::Ready(Ok(res));
+        }
+        let headers = res.headers_mut();
         let text = bytes::Bytes::from(text);
         if let Ok(v) = HeaderValue::from_maybe_shared(text.slice(timing_end..)) {
             headers.insert(X_LATENCY_MS.clone(), v);

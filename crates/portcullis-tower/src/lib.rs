@@ -21,6 +21,7 @@
 
 pub mod body_limit;
 pub mod client_identity;
+pub mod head_lines;
 pub mod latency;
 pub mod load_shed;
 pub mod observe;
@@ -31,6 +32,7 @@ pub mod security_headers;
 
 pub use body_limit::BodyLimitLayer;
 pub use client_identity::{ClientIdentityLayer, ClientInfo, PeerAddr};
+pub use head_lines::HeadLines;
 pub use latency::{LatencyLayer, UpstreamTiming};
 pub use load_shed::LoadShedLayer;
 pub use observe::{ObserveHook, ObserveLayer, RequestRecord};

@@ -10,6 +10,7 @@
 //! # let _ = layer;
 //! ```
 
+use crate::head_lines::{self, Precedence};
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use portcullis_core::headers::AcceptRequestId;
@@ -44,13 +45,24 @@ impl RequestId {
 pub struct RequestIdLayer {
     accept: AcceptRequestId,
     expose: bool,
+    lines: bool,
 }
 
 impl RequestIdLayer {
     /// `accept` decides which client ids are kept; with `expose` false the id is only
     /// used internally (logs, problem bodies) and never sent in a header.
     pub fn new(accept: AcceptRequestId, expose: bool) -> Self {
-        RequestIdLayer { accept, expose }
+        RequestIdLayer {
+            accept,
+            expose,
+            lines: false,
+        }
+    }
+
+    /// Returns the id as a [`crate::HeadLines`] line instead of a map field.
+    pub fn with_head_lines(mut self) -> Self {
+        self.lines = true;
+        self
     }
 }
 
@@ -98,6 +110,7 @@ where
         RequestIdFuture {
             inner: self.inner.call(req),
             header,
+            lines: self.layer.lines,
         }
     }
 }
@@ -108,6 +121,7 @@ pin_project! {
         #[pin]
         inner: F,
         header: Option<HeaderValue>,
+        lines: bool,
     }
 }
 
@@ -120,7 +134,17 @@ where
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
         if let Some(v) = this.header.take() {
-            res.headers_mut().insert(X_REQUEST_ID.clone(), v);
+            if *this.lines {
+                head_lines::set(
+                    &mut res,
+                    true,
+                    &X_REQUEST_ID,
+                    v.as_bytes(),
+                    Precedence::Replace,
+                );
+            } else {
+                res.headers_mut().insert(X_REQUEST_ID.clone(), v);
+            }
         }
         Poll::Ready(Ok(res))
     }

@@ -2,9 +2,11 @@
 //!
 //! A header the inner service already set is never overridden. HSTS is only added when
 //! the request's [`ClientInfo`] says it reached the service over HTTPS (RFC 6797 §7.2),
-//! so run [`crate::ClientIdentityLayer`] before this layer.
+//! so run [`crate::ClientIdentityLayer`] before this layer. Built `with_head_lines()`,
+//! it adds them as one prepared block of [`HeadLines`].
 
 use crate::client_identity::ClientInfo;
+use crate::head_lines::{HeadLines, Precedence};
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use portcullis_core::headers::SecurityHeaders;
@@ -18,12 +20,16 @@ use tower::{Layer, Service};
 struct Compiled {
     always: Vec<(HeaderName, HeaderValue)>,
     hsts: Option<HeaderValue>,
+    /// `always` as lines, and `always` with HSTS (without HSTS when there is none).
+    lines: HeadLines,
+    lines_https: HeadLines,
 }
 
 /// Adds the configured security headers.
 #[derive(Debug, Clone)]
 pub struct SecurityHeadersLayer {
     compiled: Arc<Compiled>,
+    lines: bool,
 }
 
 impl SecurityHeadersLayer {
@@ -39,9 +45,34 @@ impl SecurityHeadersLayer {
             .as_deref()
             .map(HeaderValue::from_str)
             .transpose()?;
+        let always: Vec<(HeaderName, HeaderValue)> = always;
+        let mut lines = HeadLines::default();
+        for (name, value) in &always {
+            lines.push(name, value.as_bytes(), Precedence::Default);
+        }
+        let mut lines_https = lines.clone();
+        if let Some(hsts) = &hsts {
+            lines_https.push(
+                &http::header::STRICT_TRANSPORT_SECURITY,
+                hsts.as_bytes(),
+                Precedence::Default,
+            );
+        }
         Ok(SecurityHeadersLayer {
-            compiled: Arc::new(Compiled { always, hsts }),
+            compiled: Arc::new(Compiled {
+                always,
+                hsts,
+                lines,
+                lines_https,
+            }),
+            lines: false,
         })
+    }
+
+    /// Adds the headers as [`HeadLines`] instead of map fields.
+    pub fn with_head_lines(mut self) -> Self {
+        self.lines = true;
+        self
     }
 }
 
@@ -51,6 +82,7 @@ impl<S> Layer<S> for SecurityHeadersLayer {
         SecurityHeadersService {
             inner,
             compiled: self.compiled.clone(),
+            lines: self.lines,
         }
     }
 }
@@ -60,6 +92,7 @@ impl<S> Layer<S> for SecurityHeadersLayer {
 pub struct SecurityHeadersService<S> {
     inner: S,
     compiled: Arc<Compiled>,
+    lines: bool,
 }
 
 impl<S, B, RB> Service<Request<B>> for SecurityHeadersService<S>
@@ -83,6 +116,7 @@ where
             inner: self.inner.call(req),
             compiled: self.compiled.clone(),
             https,
+            lines: self.lines,
         }
     }
 }
@@ -94,6 +128,7 @@ pin_project! {
         inner: F,
         compiled: Arc<Compiled>,
         https: bool,
+        lines: bool,
     }
 }
 
@@ -105,6 +140,20 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
+        if *this.lines {
+            let compiled = &**this.compiled;
+            let prepared = if *this.https {
+                &compiled.lines_https
+            } else {
+                &compiled.lines
+            };
+            if !prepared.is_empty() {
+                res.extensions_mut()
+                    .get_or_insert_default::<HeadLines>()
+                    .extend_from(prepared);
+            }
+            return Poll::Ready(Ok(res));
+        }
         let headers = res.headers_mut();
         // One lookup each: the entry is filled only when the upstream left it empty.
         for (name, value) in &this.compiled.always {

@@ -2,6 +2,10 @@
 //!
 //! Order matters: the layer listed first sees the request first.
 //!
+//! The layers that add response fields are built `with_head_lines()`: our HTTP/1.1
+//! connection writes those lines after the response's map fields, and the hyper path
+//! (`server::serve_connection`) puts them in the map before hyper writes it.
+//!
 //! 1. `ClientIdentityLayer` — every later layer (and the log) needs the client IP and
 //!    whether the request came over HTTPS.
 //! 2. `RequestIdLayer` — the id must exist before anything can fail, so every problem
@@ -103,14 +107,14 @@ pub(crate) fn build(
     let latency = config.headers.latency;
     let stack = ServiceBuilder::new()
         .layer(ClientIdentityLayer::new(trusted))
-        .layer(RequestIdLayer::new(
-            config.headers.accept_request_id,
-            config.headers.request_id,
-        ))
+        .layer(
+            RequestIdLayer::new(config.headers.accept_request_id, config.headers.request_id)
+                .with_head_lines(),
+        )
         .layer(ObserveLayer::new(telemetry.clone()))
-        .layer(LatencyLayer::new(latency))
-        .layer(security_layer)
-        .layer(RateLimitLayer::new(limiter))
+        .layer(LatencyLayer::new(latency).with_head_lines())
+        .layer(security_layer.with_head_lines())
+        .layer(RateLimitLayer::new(limiter).with_head_lines())
         .layer(load_shed)
         .layer(BodyLimitLayer::new(server.max_body_bytes))
         .layer(WebhookLayer::new(webhooks))

@@ -588,6 +588,52 @@ async fn headers_set_by_the_upstream_are_not_overridden() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_fields_replace_the_upstreams_over_either_server() {
+    let (up, gw) = setup_with(
+        "",
+        "[[policy]]\nname = \"default\"\nlimit = 100\nwindow = \"1m\"\nkey = [\"ip\"]\n",
+    )
+    .await;
+    let direct = get(up.addr, "/custom-headers").await;
+    assert_eq!(direct.header("x-request-id"), Some("upstream-id"));
+    // A GET is written by the gateway's own HTTP/1.1 connection (head lines); a POST
+    // with a body is handed to hyper (the lines put in the header map).
+    for (method, body) in [("GET", ""), ("POST", "body")] {
+        let r = h1(gw.addr, method, "/custom-headers", &[], body).await;
+        assert_eq!(r.status, 200, "{method}");
+        let ms = assert_timing_headers(&r);
+        assert!(ms < 999_999, "{method}: the gateway's X-Latency-MS");
+        assert_eq!(r.header_all("server-timing").len(), 1, "{method}");
+        assert!(!r.header("server-timing").unwrap_or("").contains("999999"));
+        assert_eq!(
+            r.header_all("ratelimit-policy"),
+            vec!["\"default\";q=100;w=60"],
+            "{method}"
+        );
+        let ratelimit = r.header_all("ratelimit");
+        assert_eq!(ratelimit.len(), 1, "{method}: {ratelimit:?}");
+        assert!(
+            ratelimit[0].starts_with("\"default\""),
+            "{method}: {ratelimit:?}"
+        );
+        // A security header the upstream set is kept, the others are added once.
+        assert_eq!(
+            r.header_all("x-frame-options"),
+            vec!["SAMEORIGIN"],
+            "{method}"
+        );
+        assert_security_defaults(
+            &r,
+            &[
+                "x-frame-options",
+                "content-security-policy",
+                "referrer-policy",
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_headers_are_configurable() {
     let (_up, gw) = setup_with(
         TRUSTED_LOCAL,

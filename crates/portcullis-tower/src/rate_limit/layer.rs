@@ -1,4 +1,5 @@
 use super::{DecisionHook, RateLimiter, Verdict};
+use crate::head_lines::{self, HeadLines, Precedence};
 use crate::observe::MatchedRoute;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -24,12 +25,14 @@ pub struct RateLimitSummary {
 /// Applies a [`RateLimiter`] to every request.
 pub struct RateLimitLayer<St, H> {
     limiter: Arc<RateLimiter<St, H>>,
+    lines: bool,
 }
 
 impl<St, H> Clone for RateLimitLayer<St, H> {
     fn clone(&self) -> Self {
         RateLimitLayer {
             limiter: self.limiter.clone(),
+            lines: self.lines,
         }
     }
 }
@@ -37,7 +40,17 @@ impl<St, H> Clone for RateLimitLayer<St, H> {
 impl<St, H> RateLimitLayer<St, H> {
     /// Limits with `limiter` (shared with the admin API, which reads and resets buckets).
     pub fn new(limiter: Arc<RateLimiter<St, H>>) -> Self {
-        RateLimitLayer { limiter }
+        RateLimitLayer {
+            limiter,
+            lines: false,
+        }
+    }
+
+    /// Adds the rate-limit headers (and `Retry-After`) as [`HeadLines`] instead of map
+    /// fields.
+    pub fn with_head_lines(mut self) -> Self {
+        self.lines = true;
+        self
     }
 }
 
@@ -47,6 +60,7 @@ impl<S, St, H> Layer<S> for RateLimitLayer<St, H> {
         RateLimit {
             inner,
             limiter: self.limiter.clone(),
+            lines: self.lines,
         }
     }
 }
@@ -55,6 +69,7 @@ impl<S, St, H> Layer<S> for RateLimitLayer<St, H> {
 pub struct RateLimit<S, St, H> {
     inner: S,
     limiter: Arc<RateLimiter<St, H>>,
+    lines: bool,
 }
 
 impl<S: Clone, St, H> Clone for RateLimit<S, St, H> {
@@ -62,13 +77,15 @@ impl<S: Clone, St, H> Clone for RateLimit<S, St, H> {
         RateLimit {
             inner: self.inner.clone(),
             limiter: self.limiter.clone(),
+            lines: self.lines,
         }
     }
 }
 
-/// Puts the rendered rate-limit headers on a response: every value is a slice of one
-/// shared buffer (one allocation for all of them), under a prebuilt name.
-fn add_headers<B>(res: &mut Response<B>, headers: RenderedHeaders) {
+/// Puts the rendered rate-limit headers on a response: as [`HeadLines`] when `lines`,
+/// else map fields whose values are slices of one shared buffer (one allocation for
+/// all of them), under a prebuilt name.
+fn add_headers<B>(res: &mut Response<B>, headers: RenderedHeaders, lines: bool) {
     static NAMES: [HeaderName; 5] = [
         HeaderName::from_static(ratelimit::NAMES[0]),
         HeaderName::from_static(ratelimit::NAMES[1]),
@@ -80,6 +97,16 @@ fn add_headers<B>(res: &mut Response<B>, headers: RenderedHeaders) {
         return;
     }
     let spans = headers.spans();
+    if lines {
+        let lines = res.extensions_mut().get_or_insert_default::<HeadLines>();
+        let text = headers.into_text();
+        for (name, range) in spans {
+            if let (Some(name), Some(value)) = (NAMES.get(name), text.as_bytes().get(range)) {
+                lines.push(name, value, Precedence::Replace);
+            }
+        }
+        return;
+    }
     let text = Bytes::from(headers.into_text());
     for (name, range) in spans {
         if range.start > range.end || range.end > text.len() {
@@ -104,14 +131,17 @@ enum Applied<B, RB> {
         req: Request<B>,
         headers: Option<RenderedHeaders>,
         summary: RateLimitSummary,
+        /// The request asked for [`HeadLines`].
+        lines: bool,
     },
 }
 
-fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>) -> Applied<B, RB> {
+fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>, lines: bool) -> Applied<B, RB> {
     let forward = |req, headers, summary| Applied::Forward {
         req,
         headers,
         summary,
+        lines,
     };
     let mut summary = RateLimitSummary {
         policy: None,
@@ -150,9 +180,14 @@ fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>) -> Applied<B, RB
             );
             let mut res: Response<RB> =
                 crate::problem::with_body(StatusCode::TOO_MANY_REQUESTS, body);
-            add_headers(&mut res, headers);
-            res.headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+            add_headers(&mut res, headers, lines);
+            head_lines::set(
+                &mut res,
+                lines,
+                &http::header::RETRY_AFTER,
+                itoa::Buffer::new().format(retry_after).as_bytes(),
+                Precedence::Replace,
+            );
             summary = RateLimitSummary {
                 policy: Some(policy),
                 decision: Some("limited"),
@@ -175,12 +210,17 @@ fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>) -> Applied<B, RB
                 "the rate-limit store is unavailable; retry shortly",
             );
             let mut res: Response<RB> = crate::problem::for_request(&req, problem);
-            res.headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            head_lines::set(
+                &mut res,
+                lines,
+                &http::header::RETRY_AFTER,
+                b"1",
+                Precedence::Replace,
+            );
             res
         }
     };
-    Applied::Answer(finish(res, None, summary))
+    Applied::Answer(finish(res, None, summary, lines))
 }
 
 /// The response extensions (and headers) every outcome carries.
@@ -188,9 +228,10 @@ fn finish<RB>(
     mut res: Response<RB>,
     headers: Option<RenderedHeaders>,
     summary: RateLimitSummary,
+    lines: bool,
 ) -> Response<RB> {
     if let Some(headers) = headers {
-        add_headers(&mut res, headers);
+        add_headers(&mut res, headers, lines);
     }
     res.extensions_mut().insert(summary);
     res
@@ -223,6 +264,7 @@ pin_project! {
             headers: Option<RenderedHeaders>,
             summary: Option<RateLimitSummary>,
             route: Option<Arc<str>>,
+            lines: bool,
         },
         /// The store needs I/O: decided, then forwarded, in one boxed future.
         Waiting {
@@ -249,13 +291,14 @@ where
                 headers,
                 summary,
                 route,
+                lines,
             } => {
                 let res = ready!(inner.poll(cx))?;
                 let summary = summary.take().unwrap_or(RateLimitSummary {
                     policy: None,
                     decision: None,
                 });
-                let res = finish(res, headers.take(), summary);
+                let res = finish(res, headers.take(), summary, *lines);
                 Poll::Ready(Ok(with_route(res, route.take())))
             }
             RateLimitProj::Waiting { inner } => inner.poll(cx),
@@ -291,7 +334,7 @@ where
         // inner service (ready, as `poll_ready` said) is called at once.
         let plan = match self.limiter.execute_now(plan) {
             Ok((verdict, route)) => {
-                return match apply(verdict, req) {
+                return match apply(verdict, req, self.lines) {
                     Applied::Answer(res) => RateLimitFuture::Answered {
                         res: Some(with_route(res, route)),
                     },
@@ -299,11 +342,13 @@ where
                         req,
                         headers,
                         summary,
+                        lines,
                     } => RateLimitFuture::Forwarded {
                         inner: self.inner.call(req),
                         headers,
                         summary: Some(summary),
                         route,
+                        lines,
                     },
                 }
             }
@@ -313,16 +358,18 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.limiter.clone();
+        let lines = self.lines;
         RateLimitFuture::Waiting {
             inner: Box::pin(async move {
                 let (verdict, route) = limiter.execute(plan).await;
-                let res = match apply(verdict, req) {
+                let res = match apply(verdict, req, lines) {
                     Applied::Answer(res) => res,
                     Applied::Forward {
                         req,
                         headers,
                         summary,
-                    } => finish(inner.call(req).await?, headers, summary),
+                        lines,
+                    } => finish(inner.call(req).await?, headers, summary, lines),
                 };
                 Ok(with_route(res, route))
             }),

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, SizeHint};
-use portcullis_tower::PeerAddr;
+use portcullis_tower::{HeadLines, PeerAddr};
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -337,7 +337,7 @@ where
         (framing, length, keep_alive) = (Framing::None, Some(0), false);
     }
     out.clear();
-    encode_head(out, &parts, framing, length, !keep_alive && !closes);
+    encode_head(out, &mut parts, framing, length, !keep_alive && !closes);
     if framing == Framing::None {
         drop(body);
         write_all(stream, out).await?;
@@ -352,11 +352,12 @@ fn asks_to_close(headers: &HeaderMap) -> bool {
     connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("close"))
 }
 
-/// Writes the status line and fields; `add_close` adds `Connection: close` (beside any
-/// `Connection` field the response has, which then reads as "..., close").
+/// Writes the status line and fields (the map's, then the layers' [`HeadLines`]);
+/// `add_close` adds `Connection: close` (beside any `Connection` field the response has,
+/// which then reads as "..., close").
 fn encode_head(
     out: &mut Vec<u8>,
-    parts: &http::response::Parts,
+    parts: &mut http::response::Parts,
     framing: Framing,
     length: Option<u64>,
     add_close: bool,
@@ -367,16 +368,23 @@ fn encode_head(
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
+    let mut lines = parts.extensions.get_mut::<HeadLines>();
     for (name, value) in &parts.headers {
         match *name {
             header::CONTENT_LENGTH | header::TRANSFER_ENCODING => continue,
             header::DATE => has_date = true,
             _ => {}
         }
+        if lines.as_deref_mut().is_some_and(|l| l.shadows(name)) {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(lines) = lines {
+        lines.write_to(out);
     }
     if let Some(n) = length {
         out.extend_from_slice(b"content-length: ");
@@ -543,6 +551,7 @@ async fn write_all(stream: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), ()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_tower::head_lines::Precedence;
 
     fn parse(raw: &'static [u8]) -> Result<(Request<RequestBody>, Shape), String> {
         let mut spans = [FieldSpan::default(); MAX_HEADERS];
@@ -683,14 +692,22 @@ mod tests {
         res.headers_mut()
             .insert("x-a", HeaderValue::from_static("1"));
         res.headers_mut()
+            .insert("x-b", HeaderValue::from_static("upstream"));
+        res.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
-        let (parts, ()) = res.into_parts();
+        // The layers' lines: x-a replaces the map's, x-b only where there is none.
+        let mut lines = HeadLines::default();
+        lines.push(&HeaderName::from_static("x-a"), b"2", Precedence::Replace);
+        lines.push(&HeaderName::from_static("x-b"), b"3", Precedence::Default);
+        lines.push(&HeaderName::from_static("x-c"), b"4", Precedence::Default);
+        res.extensions_mut().insert(lines);
+        let (mut parts, ()) = res.into_parts();
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, Framing::Length(7), Some(7), true);
+        encode_head(&mut out, &mut parts, Framing::Length(7), Some(7), true);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with(
-                "HTTP/1.1 429 Too Many Requests\r\nx-a: 1\r\ncontent-length: 7\r\ndate: "
+                "HTTP/1.1 429 Too Many Requests\r\nx-b: upstream\r\nx-a: 2\r\nx-c: 4\r\ncontent-length: 7\r\ndate: "
             ),
             "{text}"
         );

@@ -22,7 +22,7 @@ use head::{read_first_head, FirstHead};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use portcullis_tower::PeerAddr;
+use portcullis_tower::{HeadLines, PeerAddr};
 use rewind::Rewind;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -260,9 +260,17 @@ async fn serve_connection(
             req.extensions_mut().insert(tunnel_guard.clone());
         }
         let req = req.map(RequestBody::Hyper);
-        match stack.try_borrow_mut() {
+        let response = match stack.try_borrow_mut() {
             Ok(mut stack) => call_ready(&mut stack, &service.stack, req),
             Err(_) => Box::pin(service.stack.clone().oneshot(req)),
+        };
+        // hyper writes the map: the layers' head lines go in it first.
+        async move {
+            let mut response = response.await?;
+            if let Some(lines) = response.extensions_mut().remove::<HeadLines>() {
+                lines.apply_to(response.headers_mut());
+            }
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     if h2 {

@@ -408,7 +408,8 @@ struct UpState {
 /// Routes: `/echo...` (JSON of method, target, version, headers, body),
 /// `/slow?ms=N`, `/stream` (5 chunks 200 ms apart, or `?gap_ms=N`), `/status/N`, `/ws` (101 +
 /// raw byte echo), `/upload-timing` (when the body's bytes arrived),
-/// `/custom-headers` (sets some security headers itself), `/hop-response`
+/// `/custom-headers` (sets some security headers itself, and its own request id,
+/// latency and rate-limit fields), `/hop-response`
 /// (answers with hop-by-hop headers).
 pub(crate) struct Upstream {
     pub(crate) addr: SocketAddr,
@@ -566,6 +567,12 @@ async fn upstream_handle(
             .header("content-security-policy", "default-src 'self'")
             .header("referrer-policy", "origin")
             .header("strict-transport-security", "max-age=5")
+            // Fields the gateway sets itself: its own replace these.
+            .header("x-request-id", "upstream-id")
+            .header("x-latency-ms", "999999")
+            .header("server-timing", "upstream;dur=999999")
+            .header("ratelimit", "\"upstream\";r=1;t=1")
+            .header("ratelimit-policy", "\"upstream\";q=1;w=1")
             .body(full("custom"))
     } else if path == "/hop-response" {
         Response::builder()
