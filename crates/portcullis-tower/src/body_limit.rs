@@ -89,7 +89,10 @@ where
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max) {
             return BodyLimitFuture::Refused {
-                response: Some(crate::problem::for_request(&req, too_large(self.max))),
+                response: Some(Box::new(crate::problem::for_request(
+                    &req,
+                    too_large(self.max),
+                ))),
             };
         }
         let limit = usize::try_from(self.max).unwrap_or(usize::MAX);
@@ -106,8 +109,9 @@ pin_project! {
     pub enum BodyLimitFuture<F, RB> {
         /// Passed on.
         Inner { #[pin] inner: F },
-        /// Refused by its declared length.
-        Refused { response: Option<Response<RB>> },
+        /// Refused by its declared length (boxed: a rare answer, and the future, moved
+        /// into every layer above, stays small).
+        Refused { response: Option<Box<Response<RB>>> },
     }
 }
 
@@ -120,7 +124,7 @@ where
         match self.project() {
             BodyLimitProj::Inner { inner } => inner.poll(cx),
             BodyLimitProj::Refused { response } => match response.take() {
-                Some(r) => Poll::Ready(Ok(r)),
+                Some(r) => Poll::Ready(Ok(*r)),
                 None => Poll::Pending,
             },
         }

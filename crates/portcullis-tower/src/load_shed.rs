@@ -141,7 +141,7 @@ where
                 None => {
                     let what = format!("more than {} requests in flight", global.max);
                     return LoadShedFuture::Shed {
-                        response: Some(overloaded(&req, what)),
+                        response: Some(Box::new(overloaded(&req, what))),
                     };
                 }
             }
@@ -153,7 +153,7 @@ where
                 None => {
                     let what = format!("more than {} requests in flight on this route", limit.max);
                     return LoadShedFuture::Shed {
-                        response: Some(overloaded(&req, what)),
+                        response: Some(Box::new(overloaded(&req, what))),
                     };
                 }
             }
@@ -171,7 +171,8 @@ pin_project! {
     #[allow(missing_docs)]
     pub enum LoadShedFuture<F, RB> {
         Inner { #[pin] inner: F, slot: Option<Slots> },
-        Shed { response: Option<Response<RB>> },
+        // Boxed: a rare answer, and the future (moved into every layer above) stays small.
+        Shed { response: Option<Box<Response<RB>>> },
     }
 }
 
