@@ -54,6 +54,13 @@ impl ClientIdentityLayer {
     }
 }
 
+impl ClientIdentityLayer {
+    /// The trusted proxies.
+    pub(crate) fn trusted(&self) -> Arc<TrustedProxies> {
+        self.trusted.clone()
+    }
+}
+
 impl<S> Layer<S> for ClientIdentityLayer {
     type Service = ClientIdentityService<S>;
     fn layer(&self, inner: S) -> Self::Service {
@@ -84,21 +91,26 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let peer = req.extensions().get::<PeerAddr>().map_or(
-            SocketAddr::from((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
-            |p| p.0,
-        );
-        let tls = req.extensions().get::<TlsConnection>().is_some();
-        let trusted_peer = self
-            .trusted
-            .contains(portcullis_core::identity::canonical_ip(peer.ip()));
-        let identity = identify_request(peer.ip(), tls, trusted_peer, &self.trusted, req.headers());
-        req.extensions_mut().insert(ClientInfo {
-            peer,
-            identity,
-            trusted_peer,
-        });
+        let info = client_info(&req, &self.trusted);
+        req.extensions_mut().insert(info);
         self.inner.call(req)
+    }
+}
+
+/// The [`ClientInfo`] of `req`, from its [`PeerAddr`] and, when the peer is trusted, its
+/// forwarding headers.
+pub(crate) fn client_info<B>(req: &Request<B>, trusted: &TrustedProxies) -> ClientInfo {
+    let peer = req.extensions().get::<PeerAddr>().map_or(
+        SocketAddr::from((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+        |p| p.0,
+    );
+    let tls = req.extensions().get::<TlsConnection>().is_some();
+    let trusted_peer = trusted.contains(portcullis_core::identity::canonical_ip(peer.ip()));
+    let identity = identify_request(peer.ip(), tls, trusted_peer, trusted, req.headers());
+    ClientInfo {
+        peer,
+        identity,
+        trusted_peer,
     }
 }
 

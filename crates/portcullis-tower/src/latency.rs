@@ -31,6 +31,11 @@ pub struct LatencyLayer {
 }
 
 impl LatencyLayer {
+    /// Whether the headers are added at all, and as [`HeadLines`].
+    pub(crate) fn settings(&self) -> (bool, bool) {
+        (self.enabled, self.lines)
+    }
+
     /// With `enabled` false the layer passes responses through untouched (so a
     /// configuration switch does not change the service's type).
     pub fn new(enabled: bool) -> Self {
@@ -108,28 +113,33 @@ where
         let Some(start) = this.start else {
             return Poll::Ready(Ok(res));
         };
-        let elapsed = start.elapsed();
-        let upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
-        // Both values written into one buffer, each header a slice of it: one
-        // allocation for the two.
-        let mut text = server_timing(elapsed, upstream);
-        let timing_end = text.len();
-        portcullis_core::json::push_u64(&mut text, latency_ms(elapsed));
-        if *this.lines {
-            let lines = res.extensions_mut().get_or_insert_default::<HeadLines>();
-            let (timing, ms) = text.as_bytes().split_at(timing_end);
-            lines.push(&X_LATENCY_MS, ms, Precedence::Replace);
-            lines.push(&SERVER_TIMING, timing, Precedence::Replace);
-            return Poll::Ready(Ok(res));
-        }
-        let headers = res.headers_mut();
-        let text = bytes::Bytes::from(text);
-        if let Ok(v) = HeaderValue::from_maybe_shared(text.slice(timing_end..)) {
-            headers.insert(X_LATENCY_MS.clone(), v);
-        }
-        if let Ok(v) = HeaderValue::from_maybe_shared(text.slice(..timing_end)) {
-            headers.insert(SERVER_TIMING.clone(), v);
-        }
+        put_latency(&mut res, start.elapsed(), *this.lines);
         Poll::Ready(Ok(res))
+    }
+}
+
+/// Puts `X-Latency-MS` and `Server-Timing` for `elapsed` (and the response's
+/// [`UpstreamTiming`]) on `res`: as [`HeadLines`] when `lines`, else map fields.
+pub(crate) fn put_latency<RB>(res: &mut Response<RB>, elapsed: Duration, lines: bool) {
+    let upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
+    // Both values written into one buffer, each header a slice of it: one
+    // allocation for the two.
+    let mut text = server_timing(elapsed, upstream);
+    let timing_end = text.len();
+    portcullis_core::json::push_u64(&mut text, latency_ms(elapsed));
+    if lines {
+        let lines = res.extensions_mut().get_or_insert_default::<HeadLines>();
+        let (timing, ms) = text.as_bytes().split_at(timing_end);
+        lines.push(&X_LATENCY_MS, ms, Precedence::Replace);
+        lines.push(&SERVER_TIMING, timing, Precedence::Replace);
+        return;
+    }
+    let headers = res.headers_mut();
+    let text = bytes::Bytes::from(text);
+    if let Ok(v) = HeaderValue::from_maybe_shared(text.slice(timing_end..)) {
+        headers.insert(X_LATENCY_MS.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(text.slice(..timing_end)) {
+        headers.insert(SERVER_TIMING.clone(), v);
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod body_limit;
 pub mod client_identity;
+pub mod front;
 pub mod head_lines;
 pub mod latency;
 pub mod load_shed;
@@ -32,6 +33,7 @@ pub mod security_headers;
 
 pub use body_limit::BodyLimitLayer;
 pub use client_identity::{ClientIdentityLayer, ClientInfo, PeerAddr};
+pub use front::FrontLayer;
 pub use head_lines::HeadLines;
 pub use latency::{LatencyLayer, UpstreamTiming};
 pub use load_shed::LoadShedLayer;

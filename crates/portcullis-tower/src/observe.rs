@@ -72,6 +72,11 @@ impl<H> ObserveLayer<H> {
     pub fn new(hook: H) -> Self {
         ObserveLayer { hook }
     }
+
+    /// The hook.
+    pub(crate) fn into_hook(self) -> H {
+        self.hook
+    }
 }
 
 impl<S, H: Clone> Layer<S> for ObserveLayer<H> {
@@ -105,7 +110,85 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.hook.on_start();
+        let pending = Completion::begin(&self.hook, &req, Instant::now());
+        ObserveFuture {
+            inner: self.inner.call(req),
+            pending: Some(pending),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Observe`].
+    pub struct ObserveFuture<F, H: ObserveHook> {
+        #[pin]
+        inner: F,
+        // Boxed (see `Completion::begin`).
+        pending: Option<Box<Completion<H>>>,
+    }
+}
+
+impl<F, H, RB, E> Future for ObserveFuture<F, H>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    H: ObserveHook,
+{
+    type Output = Result<Response<ObservedBody<RB, H>>, E>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx))?;
+        let completion = this.pending.take();
+        let latency = completion.as_ref().map(|c| c.start.elapsed());
+        Poll::Ready(Ok(observed(res, completion, latency.unwrap_or_default())))
+    }
+}
+
+/// The response with its body observed: the record takes the response's status, the
+/// gateway's `latency`, and what the layers below left in its extensions (upstream
+/// time, matched route, rate-limit decision).
+pub(crate) fn observed<RB, H: ObserveHook>(
+    res: Response<RB>,
+    mut completion: Option<Box<Completion<H>>>,
+    latency: Duration,
+) -> Response<ObservedBody<RB, H>> {
+    if let Some(record) = completion.as_mut().and_then(|c| c.record_mut()) {
+        record.latency = latency;
+        record.status = res.status().as_u16();
+        record.upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
+        if let Some(route) = res.extensions().get::<MatchedRoute>() {
+            record.route = Some(route.0.clone());
+        }
+        if let Some(s) = res
+            .extensions()
+            .get::<crate::rate_limit::RateLimitSummary>()
+        {
+            record.policy = s.policy.clone();
+            record.decision = s.decision;
+        }
+    }
+    res.map(|body| ObservedBody {
+        inner: body,
+        completion,
+    })
+}
+
+/// The status recorded for a request whose client went away before its response was
+/// made (nginx's "client closed request"); it is never sent.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Fires the hook exactly once: when the body ends, or when it is dropped before.
+#[derive(Debug)]
+pub struct Completion<H: ObserveHook> {
+    pending: Option<(H, RequestRecord)>,
+    start: Instant,
+}
+
+impl<H: ObserveHook> Completion<H> {
+    /// Starts the record of `req` at `start` (and tells the hook it started). Boxed: the
+    /// response and its futures are moved through every layer above, and a pointer
+    /// moves for less than the record's 200 bytes.
+    pub(crate) fn begin<B>(hook: &H, req: &Request<B>, start: Instant) -> Box<Self> {
+        hook.on_start();
         let ext = req.extensions();
         let record = RequestRecord {
             request_id: ext
@@ -127,75 +210,12 @@ where
             policy: None,
             decision: None,
         };
-        let start = Instant::now();
-        ObserveFuture {
-            inner: self.inner.call(req),
-            pending: Some(Box::new(Completion {
-                pending: Some((self.hook.clone(), record)),
-                start,
-            })),
-        }
+        Box::new(Completion {
+            pending: Some((hook.clone(), record)),
+            start,
+        })
     }
-}
 
-pin_project! {
-    /// Response future of [`Observe`].
-    pub struct ObserveFuture<F, H: ObserveHook> {
-        #[pin]
-        inner: F,
-        // Boxed: the response and its futures are moved through every layer above, and
-        // a pointer moves for less than the record's 200 bytes (bench/callgrind).
-        pending: Option<Box<Completion<H>>>,
-    }
-}
-
-impl<F, H, RB, E> Future for ObserveFuture<F, H>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-    H: ObserveHook,
-{
-    type Output = Result<Response<ObservedBody<RB, H>>, E>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let res = ready!(this.inner.poll(cx))?;
-        let mut completion = this.pending.take();
-        if let Some(c) = completion.as_mut() {
-            let latency = c.start.elapsed();
-            if let Some(record) = c.record_mut() {
-                record.latency = latency;
-                record.status = res.status().as_u16();
-                record.upstream = res.extensions().get::<UpstreamTiming>().map(|t| t.0);
-                if let Some(route) = res.extensions().get::<MatchedRoute>() {
-                    record.route = Some(route.0.clone());
-                }
-                if let Some(s) = res
-                    .extensions()
-                    .get::<crate::rate_limit::RateLimitSummary>()
-                {
-                    record.policy = s.policy.clone();
-                    record.decision = s.decision;
-                }
-            }
-        }
-        Poll::Ready(Ok(res.map(|body| ObservedBody {
-            inner: body,
-            completion,
-        })))
-    }
-}
-
-/// The status recorded for a request whose client went away before its response was
-/// made (nginx's "client closed request"); it is never sent.
-pub const CLIENT_CLOSED_REQUEST: u16 = 499;
-
-/// Fires the hook exactly once: when the body ends, or when it is dropped before.
-#[derive(Debug)]
-pub struct Completion<H: ObserveHook> {
-    pending: Option<(H, RequestRecord)>,
-    start: Instant,
-}
-
-impl<H: ObserveHook> Completion<H> {
     fn record_mut(&mut self) -> Option<&mut RequestRecord> {
         self.pending.as_mut().map(|(_, r)| r)
     }

@@ -96,22 +96,51 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let id = match req.headers().get(&X_REQUEST_ID) {
-            Some(v) if self.layer.accept.accepts(v.as_bytes()) => RequestId(v.clone()),
-            _ => RequestId::new_uuid(),
-        };
-        if self.layer.expose {
-            req.headers_mut().insert(X_REQUEST_ID.clone(), id.0.clone());
-        } else {
-            req.headers_mut().remove(&X_REQUEST_ID);
-        }
-        let header = self.layer.expose.then(|| id.0.clone());
-        req.extensions_mut().insert(id);
+        let header = self.layer.assign(&mut req);
         RequestIdFuture {
             inner: self.inner.call(req),
             header,
             lines: self.layer.lines,
         }
+    }
+}
+
+impl RequestIdLayer {
+    /// Gives `req` its id: the [`RequestId`] extension, and the header the upstream gets
+    /// (or none). Returns the value the response carries, if the id is exposed.
+    pub(crate) fn assign<B>(&self, req: &mut Request<B>) -> Option<HeaderValue> {
+        let id = match req.headers().get(&X_REQUEST_ID) {
+            Some(v) if self.accept.accepts(v.as_bytes()) => RequestId(v.clone()),
+            _ => RequestId::new_uuid(),
+        };
+        if self.expose {
+            req.headers_mut().insert(X_REQUEST_ID.clone(), id.0.clone());
+        } else {
+            req.headers_mut().remove(&X_REQUEST_ID);
+        }
+        let header = self.expose.then(|| id.0.clone());
+        req.extensions_mut().insert(id);
+        header
+    }
+
+    /// Whether the layer writes [`crate::HeadLines`].
+    pub(crate) fn writes_lines(&self) -> bool {
+        self.lines
+    }
+}
+
+/// Puts the request's id (`value`, from [`RequestIdLayer::assign`]) on its response.
+pub(crate) fn put_id<RB>(res: &mut Response<RB>, value: HeaderValue, lines: bool) {
+    if lines {
+        head_lines::set(
+            res,
+            true,
+            &X_REQUEST_ID,
+            value.as_bytes(),
+            Precedence::Replace,
+        );
+    } else {
+        res.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
 }
 
@@ -134,17 +163,7 @@ where
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
         if let Some(v) = this.header.take() {
-            if *this.lines {
-                head_lines::set(
-                    &mut res,
-                    true,
-                    &X_REQUEST_ID,
-                    v.as_bytes(),
-                    Precedence::Replace,
-                );
-            } else {
-                res.headers_mut().insert(X_REQUEST_ID.clone(), v);
-            }
+            put_id(&mut res, v, *this.lines);
         }
         Poll::Ready(Ok(res))
     }

@@ -17,7 +17,7 @@ use std::task::{ready, Context, Poll};
 use tower::{Layer, Service};
 
 #[derive(Debug)]
-struct Compiled {
+pub(crate) struct Compiled {
     always: Vec<(HeaderName, HeaderValue)>,
     hsts: Option<HeaderValue>,
     /// `always` as lines, and `always` with HSTS (without HSTS when there is none).
@@ -73,6 +73,11 @@ impl SecurityHeadersLayer {
     pub fn with_head_lines(mut self) -> Self {
         self.lines = true;
         self
+    }
+
+    /// The prepared headers, and whether they go out as [`HeadLines`].
+    pub(crate) fn parts(&self) -> (Arc<Compiled>, bool) {
+        (self.compiled.clone(), self.lines)
     }
 }
 
@@ -140,30 +145,37 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
-        if *this.lines {
-            let compiled = &**this.compiled;
-            let prepared = if *this.https {
-                &compiled.lines_https
+        this.compiled.apply(&mut res, *this.https, *this.lines);
+        Poll::Ready(Ok(res))
+    }
+}
+
+impl Compiled {
+    /// Adds the headers `res` lacks (HSTS only when `https`): as [`HeadLines`] when
+    /// `lines`, else map fields.
+    pub(crate) fn apply<RB>(&self, res: &mut Response<RB>, https: bool, lines: bool) {
+        if lines {
+            let prepared = if https {
+                &self.lines_https
             } else {
-                &compiled.lines
+                &self.lines
             };
             if !prepared.is_empty() {
                 res.extensions_mut()
                     .get_or_insert_default::<HeadLines>()
                     .extend_from(prepared);
             }
-            return Poll::Ready(Ok(res));
+            return;
         }
         let headers = res.headers_mut();
         // One lookup each: the entry is filled only when the upstream left it empty.
-        for (name, value) in &this.compiled.always {
+        for (name, value) in &self.always {
             headers.entry(name).or_insert_with(|| value.clone());
         }
-        if let (true, Some(hsts)) = (*this.https, &this.compiled.hsts) {
+        if let (true, Some(hsts)) = (https, &self.hsts) {
             headers
                 .entry(http::header::STRICT_TRANSPORT_SECURITY)
                 .or_insert_with(|| hsts.clone());
         }
-        Poll::Ready(Ok(res))
     }
 }

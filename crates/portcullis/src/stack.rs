@@ -1,6 +1,8 @@
 //! The one place the request path is assembled from tower layers.
 //!
-//! Order matters: the layer listed first sees the request first.
+//! Order matters: the layer listed first sees the request first. Layers 1 to 5 run as
+//! one service, `FrontLayer`: the same layers' code, without the cost of passing the
+//! request and the response through five services.
 //!
 //! The layers that add response fields are built `with_head_lines()`: our HTTP/1.1
 //! connection writes those lines after the response's map fields, and the hyper path
@@ -33,8 +35,8 @@ use portcullis_core::identity::TrustedProxies;
 use portcullis_tower::load_shed::SlotBody;
 use portcullis_tower::observe::ObservedBody;
 use portcullis_tower::{
-    BodyLimitLayer, ClientIdentityLayer, LatencyLayer, LoadShedLayer, ObserveLayer, RateLimitLayer,
-    RequestIdLayer, SecurityHeadersLayer,
+    BodyLimitLayer, ClientIdentityLayer, FrontLayer, LatencyLayer, LoadShedLayer, ObserveLayer,
+    RateLimitLayer, RequestIdLayer, SecurityHeadersLayer,
 };
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -106,14 +108,14 @@ pub(crate) fn build(
     let trusted = TrustedProxies::new(server.trusted_proxies.iter().map(|c| c.0).collect());
     let latency = config.headers.latency;
     let stack = ServiceBuilder::new()
-        .layer(ClientIdentityLayer::new(trusted))
-        .layer(
+        .layer(FrontLayer::new(
+            ClientIdentityLayer::new(trusted),
             RequestIdLayer::new(config.headers.accept_request_id, config.headers.request_id)
                 .with_head_lines(),
-        )
-        .layer(ObserveLayer::new(telemetry.clone()))
-        .layer(LatencyLayer::new(latency).with_head_lines())
-        .layer(security_layer.with_head_lines())
+            ObserveLayer::new(telemetry.clone()),
+            LatencyLayer::new(latency).with_head_lines(),
+            security_layer.with_head_lines(),
+        ))
         .layer(RateLimitLayer::new(limiter).with_head_lines())
         .layer(load_shed)
         .layer(BodyLimitLayer::new(server.max_body_bytes))
