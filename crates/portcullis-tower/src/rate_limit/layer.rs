@@ -131,17 +131,15 @@ enum Applied<B, RB> {
         req: Request<B>,
         headers: Option<RenderedHeaders>,
         summary: RateLimitSummary,
-        /// The request asked for [`HeadLines`].
-        lines: bool,
     },
 }
 
+/// `lines`: the layer writes [`HeadLines`].
 fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>, lines: bool) -> Applied<B, RB> {
     let forward = |req, headers, summary| Applied::Forward {
         req,
         headers,
         summary,
-        lines,
     };
     let mut summary = RateLimitSummary {
         policy: None,
@@ -342,13 +340,12 @@ where
                         req,
                         headers,
                         summary,
-                        lines,
                     } => RateLimitFuture::Forwarded {
                         inner: self.inner.call(req),
                         headers,
                         summary: Some(summary),
                         route,
-                        lines,
+                        lines: self.lines,
                     },
                 }
             }
@@ -368,7 +365,6 @@ where
                         req,
                         headers,
                         summary,
-                        lines,
                     } => finish(inner.call(req).await?, headers, summary, lines),
                 };
                 Ok(with_route(res, route))
