@@ -41,21 +41,40 @@ impl DurationValue {
     /// largest unit that divides it. A 429's detail carries it, so no `fmt` here.
     pub fn push_to(&self, out: &mut String) {
         let ms = self.0.as_millis();
-        for (unit, size) in [
-            ("d", 86_400_000u128),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-        ] {
-            if ms != 0 && ms.is_multiple_of(size) {
-                out.push_str(itoa::Buffer::new().format(ms / size));
-                out.push_str(unit);
-                return;
-            }
+        // In u64 whenever it fits (any window a person writes): no 128-bit division.
+        match u64::try_from(ms) {
+            Ok(ms) => push_in_units(out, ms),
+            Err(_) => push_in_units(out, ms),
         }
-        out.push_str(itoa::Buffer::new().format(ms));
-        out.push_str("ms");
     }
+}
+
+/// `ms` milliseconds in the largest unit that divides them.
+fn push_in_units<T>(out: &mut String, ms: T)
+where
+    T: Copy
+        + PartialEq
+        + From<u32>
+        + std::ops::Rem<Output = T>
+        + std::ops::Div<Output = T>
+        + itoa::Integer,
+{
+    let zero = T::from(0);
+    for (unit, size) in [
+        ("d", 86_400_000u32),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        let size = T::from(size);
+        if ms != zero && ms % size == zero {
+            out.push_str(itoa::Buffer::new().format(ms / size));
+            out.push_str(unit);
+            return;
+        }
+    }
+    out.push_str(itoa::Buffer::new().format(ms));
+    out.push_str("ms");
 }
 
 impl fmt::Display for DurationValue {

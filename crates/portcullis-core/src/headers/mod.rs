@@ -47,9 +47,12 @@ fn is_hyphenated_uuid(v: &[u8]) -> bool {
 
 /// `X-Latency-MS`: whole milliseconds, rounded up, never 0.
 pub fn latency_ms(elapsed: Duration) -> u64 {
-    let nanos = elapsed.as_nanos();
-    let ms = nanos.div_ceil(1_000_000);
-    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+    // In u64 (a whole second is a whole number of milliseconds): no 128-bit division.
+    elapsed
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(elapsed.subsec_nanos().div_ceil(1_000_000)))
+        .max(1)
 }
 
 /// `Server-Timing: gw;dur=<ms>, upstream;dur=<ms>`, the gateway's total and the part
@@ -65,8 +68,13 @@ pub fn server_timing(gateway: Duration, upstream: Option<Duration>) -> String {
 }
 
 fn push_ms(out: &mut String, d: Duration) {
-    let micros = d.as_micros();
-    crate::json::push_u64(out, u64::try_from(micros / 1000).unwrap_or(u64::MAX));
+    // In u64: no 128-bit division.
+    let micros = d.subsec_micros();
+    let ms = d
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(micros / 1000));
+    crate::json::push_u64(out, ms);
     let frac = (micros % 1000) as u16;
     out.push('.');
     for digit in [frac / 100, frac / 10 % 10, frac % 10] {
@@ -77,6 +85,43 @@ fn push_ms(out: &mut String, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The u64 arithmetic of the latency and Retry-After values gives what the exact
+    /// 128-bit formulas give.
+    #[test]
+    fn duration_arithmetic_in_u64_matches_the_exact_formulas() {
+        let cases: [u64; 14] = [
+            0,
+            1,
+            999,
+            1_000,
+            999_999,
+            1_000_000,
+            1_000_001,
+            999_999_999,
+            1_000_000_000,
+            1_000_000_001,
+            59_999_999_999,
+            60_000_000_000,
+            86_400_000_000_123,
+            1_000_000_000_000_000_007,
+        ];
+        for ns in cases {
+            let d = Duration::from_nanos(ns);
+            let ms = u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+            assert_eq!(latency_ms(d), ms.max(1), "{ns} ns");
+            let secs = u64::try_from(d.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u64::MAX);
+            assert_eq!(crate::limit::retry_after_secs(d), secs.max(1), "{ns} ns");
+            let mut text = String::new();
+            push_ms(&mut text, d);
+            let micros = d.as_micros();
+            assert_eq!(
+                text,
+                format!("{}.{:03}", micros / 1000, micros % 1000),
+                "{ns} ns"
+            );
+        }
+    }
 
     #[test]
     fn request_id_acceptance() {

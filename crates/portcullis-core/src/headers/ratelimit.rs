@@ -36,7 +36,7 @@ pub fn tightest(reports: &[PolicyReport<'_>]) -> Option<usize> {
 
 /// Whole seconds, rounded up.
 fn ceil_secs(d: Duration) -> u64 {
-    d.as_nanos().div_ceil(1_000_000_000) as u64
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 /// `t` of the `RateLimit` field: on a rejection the `Retry-After` value, otherwise the

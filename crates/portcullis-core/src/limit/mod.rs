@@ -178,7 +178,10 @@ fn dur(ns: u128) -> Duration {
 
 /// Whole seconds, rounded up, at least 1: the `Retry-After` of a wait.
 pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_nanos().div_ceil(1_000_000_000).max(1) as u64
+    // In u64: no 128-bit division.
+    wait.as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0))
+        .max(1)
 }
 
 #[cfg(test)]
