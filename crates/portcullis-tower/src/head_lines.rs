@@ -155,12 +155,26 @@ impl HeadLines {
             return;
         }
         for line in other.lines.iter().filter(|l| !l.shadowed) {
-            let name = &other.text[line.start as usize..line.name_end as usize];
-            let value = &other.text[line.name_end as usize + 2..line.end as usize - 2];
+            let (name, value) = other.field(line);
             self.append_line(name, value, line.precedence);
         }
     }
 
+    /// The name and the value of `line`.
+    fn field(&self, line: &Line) -> (&[u8], &[u8]) {
+        let (start, name_end, end) = (
+            line.start as usize,
+            line.name_end as usize,
+            line.end as usize,
+        );
+        // `name: value\r\n`: the value starts after ": " and ends before "\r\n".
+        (
+            &self.text[start..name_end],
+            &self.text[name_end + 2..end - 2],
+        )
+    }
+
+    /// The name of line `i` (what the filters compare; without the value's bounds).
     fn name_of(&self, i: usize) -> &[u8] {
         let line = &self.lines[i];
         &self.text[line.start as usize..line.name_end as usize]
@@ -209,21 +223,24 @@ impl HeadLines {
     /// Puts the lines in `map` with their precedence, for a server that writes the map.
     pub fn apply_to(&self, map: &mut HeaderMap) {
         for line in self.lines.iter().filter(|l| !l.shadowed) {
-            let name = &self.text[line.start as usize..line.name_end as usize];
-            let value = &self.text[line.name_end as usize + 2..line.end as usize - 2];
-            let (Ok(name), Ok(value)) =
+            let (name, value) = self.field(line);
+            if let (Ok(name), Ok(value)) =
                 (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-            else {
-                continue;
-            };
-            match line.precedence {
-                Precedence::Replace => {
-                    map.insert(name, value);
-                }
-                Precedence::Default => {
-                    map.entry(name).or_insert(value);
-                }
+            {
+                put(map, name, value, line.precedence);
             }
+        }
+    }
+}
+
+/// `map`'s field `name` set to `value` with `precedence`.
+fn put(map: &mut HeaderMap, name: HeaderName, value: HeaderValue, precedence: Precedence) {
+    match precedence {
+        Precedence::Replace => {
+            map.insert(name, value);
+        }
+        Precedence::Default => {
+            map.entry(name).or_insert(value);
         }
     }
 }
@@ -243,16 +260,8 @@ pub fn set<B>(
             .push(name, value, precedence);
         return;
     }
-    let Ok(value) = HeaderValue::from_bytes(value) else {
-        return;
-    };
-    match precedence {
-        Precedence::Replace => {
-            res.headers_mut().insert(name.clone(), value);
-        }
-        Precedence::Default => {
-            res.headers_mut().entry(name.clone()).or_insert(value);
-        }
+    if let Ok(value) = HeaderValue::from_bytes(value) {
+        put(res.headers_mut(), name.clone(), value, precedence);
     }
 }
 
