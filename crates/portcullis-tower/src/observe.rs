@@ -37,7 +37,8 @@ pub struct RequestRecord {
     pub latency: Duration,
     /// Time the upstream took to send its response headers, if it was asked.
     pub upstream: Option<Duration>,
-    /// Time until the response body ended.
+    /// Time until the response body ended (zero when the hook does not want it:
+    /// [`ObserveHook::wants_duration`]).
     pub duration: Duration,
     /// Client IP after the trusted-proxy rule.
     pub client: Option<IpAddr>,
@@ -59,6 +60,11 @@ pub trait ObserveHook: Clone + Send + Sync + 'static {
     fn on_start(&self) {}
     /// A request's response has ended.
     fn on_complete(&self, record: RequestRecord);
+    /// Whether records carry [`RequestRecord::duration`]: a clock reading per request,
+    /// skipped for a hook that never reads it.
+    fn wants_duration(&self) -> bool {
+        true
+    }
 }
 
 /// Produces a [`RequestRecord`] per request.
@@ -222,7 +228,9 @@ impl<H: ObserveHook> Completion<H> {
 
     fn fire(&mut self) {
         if let Some((hook, mut record)) = self.pending.take() {
-            record.duration = self.start.elapsed();
+            if hook.wants_duration() {
+                record.duration = self.start.elapsed();
+            }
             if record.status == 0 {
                 // No response was made: the client left first (nginx's 499).
                 record.status = CLIENT_CLOSED_REQUEST;

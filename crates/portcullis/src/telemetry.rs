@@ -778,6 +778,11 @@ impl ObserveHook for Telemetry {
         self.metrics.inflight.inc();
     }
 
+    /// Only the access log's `duration_ms` reads it.
+    fn wants_duration(&self) -> bool {
+        self.access_log.is_some()
+    }
+
     fn on_complete(&self, record: RequestRecord) {
         let m = &self.metrics;
         m.inflight.dec();

@@ -109,8 +109,9 @@ impl Inner {
         };
 
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.request_timeout,
+        // The deadline from this reading: `timeout` would read the clock again.
+        let result = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(started) + self.request_timeout,
             self.pool.send(&parts, body, &forwarded, started),
         )
         .await;
