@@ -80,14 +80,10 @@ impl tower::Service<Request<ProxyRequestBody>> for Proxy {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<ProxyRequestBody>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.forward(req).await) })
-    }
-}
-
-impl Inner {
-    async fn forward(&self, mut req: Request<ProxyRequestBody>) -> Response<ProxyBody> {
+    /// The request is readied here, before its future exists: the future then holds
+    /// its head once (an `async` function keeps its arguments for its whole life, so a
+    /// request passed whole would be held twice), which keeps it small to box and move.
+    fn call(&mut self, mut req: Request<ProxyRequestBody>) -> Self::Future {
         let upgrade = headers::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         // Held by the tunnel, so that shutdown waits for it like for a connection (and its
@@ -96,16 +92,32 @@ impl Inner {
             .then(|| req.extensions_mut().remove::<ConnectionGuard>())
             .flatten();
         let client = req.extensions().get::<ClientInfo>().copied();
-        let forwarded = self.prepare(&mut req, client, upgrade);
+        let forwarded = self.inner.prepare(&mut req, client, upgrade);
+        let (parts, body) = req.into_parts();
+        let upgrades = client_upgrade.map(|client| Box::new((client, drain_guard)));
+        Box::pin(self.inner.clone().forward(parts, body, forwarded, upgrades))
+    }
+}
+
+/// The client's side of an upgrade and the guard its tunnel holds (boxed: rare).
+type Upgrades = Box<(hyper::upgrade::OnUpgrade, Option<ConnectionGuard>)>;
+
+impl Inner {
+    async fn forward(
+        self: Arc<Self>,
+        parts: http::request::Parts,
+        body: ProxyRequestBody,
+        forwarded: headers::Forwarded,
+        upgrades: Option<Upgrades>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         // The head stays here, lent to the exchange: a problem response needs its path
         // and request id, and nothing is copied for the requests that need none.
-        let (parts, body) = req.into_parts();
-        let answer = |p: Problem| -> Response<ProxyBody> {
+        let answer = |p: Problem| -> Result<Response<ProxyBody>, Infallible> {
             let id = parts.extensions.get::<portcullis_tower::RequestId>();
             let p = p
                 .with_instance(parts.uri.path())
                 .with_request_id(id.map(|i| i.as_str()).unwrap_or_default());
-            problem::response(p)
+            Ok(problem::response(p))
         };
 
         let started = Instant::now();
@@ -162,19 +174,20 @@ impl Inner {
         *res.status_mut() = head.status;
         *res.version_mut() = head.version;
         *res.headers_mut() = head.headers;
-        headers::strip_hop_by_hop(res.headers_mut(), upgrade && switching);
+        headers::strip_hop_by_hop(res.headers_mut(), upgrades.is_some() && switching);
         res.extensions_mut().insert(UpstreamTiming(upstream_time));
         if switching {
             // A protocol switch the client did not ask for cannot be passed on.
-            let Some(client_upgrade) = client_upgrade else {
+            let Some(upgrades) = upgrades else {
                 tracing::debug!("the upstream switched protocols unasked");
                 return answer(upstream_error());
             };
+            let (client_upgrade, drain_guard) = *upgrades;
             // The connection belongs to its tunnel from now on.
             tokio::spawn(tunnel(client_upgrade, lease.into_conn(), drain_guard));
-            return res.map(|()| ProxyBody::full(Bytes::new()));
+            return Ok(res.map(|()| ProxyBody::full(Bytes::new())));
         }
-        res.map(|()| ProxyBody::upstream(ResponseDecoder::new(head.framing), lease))
+        Ok(res.map(|()| ProxyBody::upstream(ResponseDecoder::new(head.framing), lease)))
     }
 
     /// Readies the request for the upstream: no hop-by-hop headers, a `Host`, and the
