@@ -62,8 +62,12 @@ pub struct Decided {
     /// Nanoseconds since the Unix epoch, on the store's clock.
     pub at: u64,
     /// One decision per check, in order.
-    pub decisions: Vec<Decision>,
+    pub decisions: Decisions,
 }
+
+/// One decision per check: inline for a request with one policy (most of them), so
+/// deciding it allocates nothing.
+pub type Decisions = smallvec::SmallVec<[Decision; 1]>;
 
 /// Why a store call failed, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq)]

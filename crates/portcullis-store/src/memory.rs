@@ -12,7 +12,7 @@
 
 use crate::clock::Clock;
 use crate::replay::ReplaySet;
-use crate::{Check, Decided, Store, StoreError, StoreKey};
+use crate::{Check, Decided, Decisions, Store, StoreError, StoreKey};
 use indexmap::IndexMap;
 use portcullis_core::limit::{decide, full_at, Algorithm, BucketState, Decision, Quota};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -151,14 +151,14 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     /// Decides at an explicit instant (tests drive time by hand through this).
-    pub fn decide_at(&self, checks: &[Check], now: u64) -> Vec<Decision> {
+    pub fn decide_at(&self, checks: &[Check], now: u64) -> Decisions {
         if let [check] = checks {
             let mut shard = lock(&self.shards[self.shard_of(&check.key)]);
             let (d, next) = self.step(&shard, check, now);
             if let Some(next) = next {
                 self.store(&mut shard, check, next, now);
             }
-            return vec![d];
+            return smallvec::smallvec![d];
         }
         // Several policies: lock their shards in index order (no deadlock), decide all,
         // then commit all or nothing.
@@ -167,7 +167,7 @@ impl<C: Clock> MemoryStore<C> {
         ids.dedup();
         let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
             ids.iter().map(|&i| (i, lock(&self.shards[i]))).collect();
-        let mut decisions = Vec::with_capacity(checks.len());
+        let mut decisions = Decisions::with_capacity(checks.len());
         let mut updates = Vec::with_capacity(checks.len());
         for check in checks {
             let shard = self.guard(&mut guards, check);

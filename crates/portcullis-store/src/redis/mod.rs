@@ -448,7 +448,7 @@ impl RedisStore {
         // A cluster cannot run one script over keys in different slots: decide slot by
         // slot, and give back what earlier slots took if a later one denies.
         let mut at = 0;
-        let mut decisions = Vec::with_capacity(checks.len());
+        let mut decisions = crate::Decisions::with_capacity(checks.len());
         let mut taken: Vec<Check> = Vec::new();
         for check in checks {
             let d = self.decide_group(std::slice::from_ref(check)).await?;
