@@ -204,7 +204,10 @@ async fn answer(
     }
     let mut read = pin!(stream.read_buf(buf));
     poll_fn(|cx| {
-        if let Poll::Ready(Ok(response)) = future.as_mut().poll(cx) {
+        if let Poll::Ready(answer) = future.as_mut().poll(cx) {
+            // The stack's error is `Infallible`: another error type fails to compile
+            // here instead of leaving the request waiting.
+            let Ok(response) = answer;
             return Poll::Ready(Some(response));
         }
         if watching {
