@@ -1,0 +1,22 @@
+# Shell helpers of the bench scripts (sourced, after they set `root` and define `die`).
+
+free_port() { # a free loopback port, never one of the well-known ones
+  local p
+  while :; do
+    p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    case $p in 80|443|6379|8000|8080|9090) ;; *) echo "$p"; return ;; esac
+  done
+}
+
+wait_port() { # wait_port PORT [LOG]: until something listens on PORT (LOG's tail if never)
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+  die "nothing listens on $1${2:+: $(tail -5 "$2" 2>/dev/null)}"
+}
+
+render() { # render TEMPLATE OUT KEY=VALUE...: bench/configs/TEMPLATE with @KEY@ replaced
+  local tpl=$root/bench/configs/$1 out=$2 kv expr=()
+  shift 2
+  for kv in "$@"; do expr+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+  sed "${expr[@]}" "$tpl" >"$out"
+  ! grep -q '@[A-Z_]*@' "$out" || die "unreplaced placeholder in $out"
+}
