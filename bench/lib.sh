@@ -20,3 +20,14 @@ render() { # render TEMPLATE OUT KEY=VALUE...: bench/configs/TEMPLATE with @KEY@
   sed "${expr[@]}" "$tpl" >"$out"
   ! grep -q '@[A-Z_]*@' "$out" || die "unreplaced placeholder in $out"
 }
+
+keepalive_get() { # keepalive_get HOST:PORT N: N requests for / on one keep-alive connection
+  python3 - "$1" "$2" <<'PY'
+import http.client, sys
+host, port = sys.argv[1].rsplit(":", 1)
+c = http.client.HTTPConnection(host, int(port))
+for _ in range(int(sys.argv[2])):
+    c.request("GET", "/")
+    c.getresponse().read()
+PY
+}
