@@ -111,6 +111,9 @@ pub(crate) struct Conn {
     write_buf: Vec<u8>,
     /// Scratch for parsing response heads (kept to reuse its allocation).
     spans: Vec<Span>,
+    /// The deadline of the exchange under way, kept from one exchange to the next (see
+    /// [`Conn::timer_until`]).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Conn {
@@ -120,7 +123,34 @@ impl Conn {
             read_buf: BytesMut::new(),
             write_buf: Vec::with_capacity(1024),
             spans: Vec::new(),
+            timer: None,
         }
+    }
+
+    /// The connection's timer, set to `deadline`; give it back with [`Conn::keep_timer`].
+    ///
+    /// A timer made for each request registers in tokio's timer wheel and leaves it again
+    /// (each a lock and a list operation). This one stays registered from one exchange to
+    /// the next: a later deadline is one compare-and-swap while it is armed. When an old
+    /// deadline passes while the connection idles, tokio wakes the task that last waited
+    /// on it once for nothing, and the next exchange registers the timer again.
+    pub(crate) fn timer_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Pin<Box<tokio::time::Sleep>> {
+        match self.timer.take() {
+            Some(mut timer) => {
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    pub(crate) fn keep_timer(&mut self, timer: Pin<Box<tokio::time::Sleep>>) {
+        self.timer = Some(timer);
     }
 
     /// Hands the socket over (to a protocol switch) with the bytes already read from it.

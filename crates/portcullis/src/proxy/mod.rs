@@ -121,19 +121,18 @@ impl Inner {
         };
 
         let started = Instant::now();
-        // The deadline from this reading: `timeout` would read the clock again.
-        let result = tokio::time::timeout_at(
-            tokio::time::Instant::from_std(started) + self.request_timeout,
-            self.pool.send(&parts, body, &forwarded, started),
-        )
-        .await;
+        let deadline = tokio::time::Instant::from_std(started) + self.request_timeout;
+        let result = self
+            .pool
+            .send(&parts, body, &forwarded, started, deadline)
+            .await;
         let upstream_time = started.elapsed();
         let (head, lease) = match result {
-            Ok(Ok(pair)) => {
+            Ok(pair) => {
                 self.health.mark(true);
                 pair
             }
-            Ok(Err(SendError::Connect(e))) => {
+            Err(SendError::Connect(e)) => {
                 self.health.mark(false);
                 tracing::debug!(error = %e, "cannot connect to the upstream");
                 return answer(Problem::new(
@@ -142,7 +141,7 @@ impl Inner {
                     format!("upstream {} is unreachable", self.authority),
                 ));
             }
-            Ok(Err(SendError::Exchange(ExchangeError::Body(e)))) => {
+            Err(SendError::Exchange(ExchangeError::Body(e))) => {
                 if is_length_limit_error(e.as_ref()) {
                     return answer(too_large(self.max_body_bytes));
                 }
@@ -153,11 +152,11 @@ impl Inner {
                     "the request body could not be read",
                 ));
             }
-            Ok(Err(SendError::Exchange(e))) => {
+            Err(SendError::Exchange(e)) => {
                 tracing::debug!(error = %e, "upstream exchange failed");
                 return answer(upstream_error());
             }
-            Err(_) => {
+            Err(SendError::TimedOut) => {
                 return answer(Problem::new(
                     504,
                     "upstream_timeout",

@@ -21,7 +21,10 @@
 use super::body::ProxyRequestBody;
 use super::h1::{Conn, ExchangeError, ExtraFields, ResponseHead};
 use http_body::Body as _;
+use std::future::{poll_fn, Future as _};
+use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -37,6 +40,8 @@ pub(crate) enum SendError {
     Connect(String),
     /// The exchange failed after the request was handed to a connection.
     Exchange(ExchangeError),
+    /// The deadline passed before the response head arrived.
+    TimedOut,
 }
 
 /// The idle connections of one serving thread.
@@ -71,22 +76,40 @@ impl Pool {
 
     /// Sends the request (`parts` and `body`) on a pooled connection (or a new one) and
     /// returns the response head with the lease of its connection, through which the
-    /// body is read. `extra` adds header fields; `now` is the caller's reading of the
-    /// clock.
+    /// body is read, unless `deadline` passes first. `extra` adds header fields; `now` is
+    /// the caller's reading of the clock.
     pub(crate) async fn send(
         self: &Arc<Self>,
         parts: &http::request::Parts,
         mut body: ProxyRequestBody,
         extra: &impl ExtraFields,
         now: Instant,
+        deadline: tokio::time::Instant,
     ) -> Result<(ResponseHead, Lease), SendError> {
         let repeatable = body.is_end_stream() && parts.method.is_idempotent();
         loop {
             let (mut conn, reused) = match self.take_idle(now) {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                None => match tokio::time::timeout_at(deadline, self.connect()).await {
+                    Ok(conn) => (conn?, false),
+                    Err(_) => return Err(SendError::TimedOut),
+                },
             };
-            match conn.exchange(parts, &mut body, extra).await {
+            // The connection's own timer (see `Conn::timer_until`), not one per request.
+            let mut timer = conn.timer_until(deadline);
+            let exchanged = {
+                let mut exchange = pin!(conn.exchange(parts, &mut body, extra));
+                poll_fn(|cx| match exchange.as_mut().poll(cx) {
+                    Poll::Ready(result) => Poll::Ready(Some(result)),
+                    Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+                })
+                .await
+            };
+            conn.keep_timer(timer);
+            let Some(exchanged) = exchanged else {
+                return Err(SendError::TimedOut);
+            };
+            match exchanged {
                 Ok(head) => {
                     let lease = Lease {
                         conn,
