@@ -29,6 +29,17 @@ pub fn with_body<B: From<Bytes>>(status: StatusCode, json: String) -> Response<B
     res
 }
 
+/// The request's extension map, emptied, for the response that answers it.
+///
+/// Every map allocates its table at its first insertion; the request's is allocated
+/// already (the client address, the request id), and the response's fields fit in it.
+/// Nothing the request carried passes to the response: its entries are dropped.
+pub fn recycled_extensions(request: &mut http::Extensions) -> http::Extensions {
+    let mut extensions = std::mem::take(request);
+    extensions.clear();
+    extensions
+}
+
 /// [`for_request`] from the parts of a request whose body was taken apart.
 pub fn for_parts<B: From<Bytes>>(parts: &http::request::Parts, problem: Problem) -> Response<B> {
     for_request_of(&parts.extensions, &parts.uri, problem)
@@ -45,4 +56,22 @@ fn for_request_of<B: From<Bytes>>(
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
     response(problem.with_request_id(id).with_instance(uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycled_extensions_carry_nothing_of_the_request() {
+        let mut request = http::Extensions::new();
+        request.insert(crate::PeerAddr("127.0.0.1:9".parse().unwrap()));
+        request.insert(7u32);
+        let mut recycled = recycled_extensions(&mut request);
+        assert!(recycled.is_empty(), "the request's entries are dropped");
+        assert!(request.is_empty(), "the request keeps nothing either");
+        recycled.insert(8u32);
+        assert_eq!(recycled.get::<u32>(), Some(&8));
+        assert!(recycled.get::<crate::PeerAddr>().is_none());
+    }
 }

@@ -135,7 +135,7 @@ enum Applied<B, RB> {
 }
 
 /// `lines`: the layer writes [`HeadLines`].
-fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>, lines: bool) -> Applied<B, RB> {
+fn apply<B, RB: From<Bytes>>(verdict: Verdict, mut req: Request<B>, lines: bool) -> Applied<B, RB> {
     let forward = |req, headers, summary| Applied::Forward {
         req,
         headers,
@@ -178,6 +178,7 @@ fn apply<B, RB: From<Bytes>>(verdict: Verdict, req: Request<B>, lines: bool) -> 
             );
             let mut res: Response<RB> =
                 crate::problem::with_body(StatusCode::TOO_MANY_REQUESTS, body);
+            *res.extensions_mut() = crate::problem::recycled_extensions(req.extensions_mut());
             add_headers(&mut res, headers, lines);
             head_lines::set(
                 &mut res,

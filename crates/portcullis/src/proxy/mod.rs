@@ -22,7 +22,8 @@ use hyper_util::rt::TokioIo;
 use pool::{Pool, SendError};
 use portcullis_core::problem::Problem;
 use portcullis_tower::body_limit::{is_length_limit_error, too_large};
-use portcullis_tower::{problem, ClientInfo, UpstreamTiming};
+use portcullis_tower::problem::{self, recycled_extensions};
+use portcullis_tower::{ClientInfo, UpstreamTiming};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -105,7 +106,7 @@ type Upgrades = Box<(hyper::upgrade::OnUpgrade, Option<ConnectionGuard>)>;
 impl Inner {
     async fn forward(
         self: Arc<Self>,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         body: ProxyRequestBody,
         forwarded: headers::Forwarded,
         upgrades: Option<Upgrades>,
@@ -174,8 +175,8 @@ impl Inner {
         *res.version_mut() = head.version;
         *res.headers_mut() = head.headers;
         headers::strip_hop_by_hop(res.headers_mut(), upgrades.is_some() && switching);
-        res.extensions_mut().insert(UpstreamTiming(upstream_time));
         if switching {
+            res.extensions_mut().insert(UpstreamTiming(upstream_time));
             // A protocol switch the client did not ask for cannot be passed on.
             let Some(upgrades) = upgrades else {
                 tracing::debug!("the upstream switched protocols unasked");
@@ -186,6 +187,8 @@ impl Inner {
             tokio::spawn(tunnel(client_upgrade, lease.into_conn(), drain_guard));
             return Ok(res.map(|()| ProxyBody::full(Bytes::new())));
         }
+        *res.extensions_mut() = recycled_extensions(&mut parts.extensions);
+        res.extensions_mut().insert(UpstreamTiming(upstream_time));
         Ok(res.map(|()| ProxyBody::upstream(ResponseDecoder::new(head.framing), lease)))
     }
 
