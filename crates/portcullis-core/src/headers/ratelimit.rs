@@ -2,7 +2,7 @@
 //! `RateLimit` structured fields (draft-ietf-httpapi-ratelimit-headers-11).
 
 use crate::config::RateLimitHeaders;
-use crate::limit::{retry_after_secs, Decision, Nanos, Quota};
+use crate::limit::{ceil_secs, retry_after_secs, Decision, Nanos, Quota};
 use std::time::Duration;
 
 /// One enforcing policy's decision for a request.
@@ -32,11 +32,6 @@ pub fn tightest(reports: &[PolicyReport<'_>]) -> Option<usize> {
         .enumerate()
         .min_by_key(|(_, r)| r.decision.remaining)
         .map(|(i, _)| i)
-}
-
-/// Whole seconds, rounded up.
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 /// `t` of the `RateLimit` field: on a rejection the `Retry-After` value, otherwise the

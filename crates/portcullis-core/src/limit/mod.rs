@@ -178,10 +178,12 @@ fn dur(ns: u128) -> Duration {
 
 /// Whole seconds, rounded up, at least 1: the `Retry-After` of a wait.
 pub fn retry_after_secs(wait: Duration) -> u64 {
-    // In u64: no 128-bit division.
-    wait.as_secs()
-        .saturating_add(u64::from(wait.subsec_nanos() > 0))
-        .max(1)
+    ceil_secs(wait).max(1)
+}
+
+/// Whole seconds, rounded up (in u64: no 128-bit division).
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 #[cfg(test)]

@@ -114,11 +114,7 @@ impl Inner {
         // The head stays here, lent to the exchange: a problem response needs its path
         // and request id, and nothing is copied for the requests that need none.
         let answer = |p: Problem| -> Result<Response<ProxyBody>, Infallible> {
-            let id = parts.extensions.get::<portcullis_tower::RequestId>();
-            let p = p
-                .with_instance(parts.uri.path())
-                .with_request_id(id.map(|i| i.as_str()).unwrap_or_default());
-            Ok(problem::response(p))
+            Ok(problem::for_parts(&parts, p))
         };
 
         let started = Instant::now();
@@ -175,20 +171,19 @@ impl Inner {
         *res.version_mut() = head.version;
         *res.headers_mut() = head.headers;
         headers::strip_hop_by_hop(res.headers_mut(), upgrades.is_some() && switching);
-        if switching {
-            res.extensions_mut().insert(UpstreamTiming(upstream_time));
+        if switching && upgrades.is_none() {
             // A protocol switch the client did not ask for cannot be passed on.
-            let Some(upgrades) = upgrades else {
-                tracing::debug!("the upstream switched protocols unasked");
-                return answer(upstream_error());
-            };
+            tracing::debug!("the upstream switched protocols unasked");
+            return answer(upstream_error());
+        }
+        *res.extensions_mut() = recycled_extensions(&mut parts.extensions);
+        res.extensions_mut().insert(UpstreamTiming(upstream_time));
+        if let Some(upgrades) = upgrades.filter(|_| switching) {
             let (client_upgrade, drain_guard) = *upgrades;
             // The connection belongs to its tunnel from now on.
             tokio::spawn(tunnel(client_upgrade, lease.into_conn(), drain_guard));
             return Ok(res.map(|()| ProxyBody::full(Bytes::new())));
         }
-        *res.extensions_mut() = recycled_extensions(&mut parts.extensions);
-        res.extensions_mut().insert(UpstreamTiming(upstream_time));
         Ok(res.map(|()| ProxyBody::upstream(ResponseDecoder::new(head.framing), lease)))
     }
 
