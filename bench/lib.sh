@@ -21,6 +21,20 @@ render() { # render TEMPLATE OUT KEY=VALUE...: bench/configs/TEMPLATE with @KEY@
   ! grep -q '@[A-Z_]*@' "$out" || die "unreplaced placeholder in $out"
 }
 
+log_field() { # log_field LOG FIELD: FIELD of the first line of the gateway's LOG that has it (empty if none yet)
+  grep -o "\"$2\":\"[^\"]*\"" "$1" 2>/dev/null | head -1 | cut -d'"' -f4 || true
+}
+
+gateway_addr() { # gateway_addr LOG NAME: where the gateway logging to LOG listens, once its "listening" line is there
+  local a _
+  for _ in $(seq 200); do
+    a=$(log_field "$1" listen)
+    if [ -n "$a" ]; then echo "$a"; return 0; fi
+    sleep 0.05
+  done
+  die "$2 did not start: $(cat "$1")"
+}
+
 keepalive_get() { # keepalive_get HOST:PORT N: N requests for / on one keep-alive connection
   python3 - "$1" "$2" <<'PY'
 import http.client, sys
