@@ -35,6 +35,17 @@ gateway_addr() { # gateway_addr LOG NAME: where the gateway logging to LOG liste
   die "$2 did not start: $(cat "$1")"
 }
 
+wrk_fields() { # wrk_fields FILE: "rps p50_ms p99_ms requests non2xx socket_errors" of wrk --latency output in FILE
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /m$/) return v * 60000; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+    / requests in / { n = $1 }
+    /Non-2xx or 3xx responses/ { bad = $NF }
+    /Socket errors/ { gsub(",", ""); err = $4 + $6 + $8 + $10 }
+    END { if (rps == "" || n == 0) exit 1; printf "%s %.3f %.3f %d %d %d", rps, p50, p99, n, bad, err }' "$1"
+}
+
 keepalive_get() { # keepalive_get HOST:PORT N: N requests for / on one keep-alive connection
   python3 - "$1" "$2" <<'PY'
 import http.client, sys
