@@ -19,11 +19,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
+mod shards;
+
 /// Route label for requests that matched no configured route.
 pub(crate) const UNMATCHED: &str = "unmatched";
-
-// The request-duration buckets are the ones `portcullis slo rules` names in `le`.
-use portcullis_core::slo::rules::LATENCY_BUCKETS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -73,21 +72,18 @@ struct StoreLabels {
     store: &'static str,
 }
 
-fn new_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS.into_iter())
-}
-
-/// The gateway's metrics.
+/// The gateway's metrics. The ones every request updates are [`shards`]: each thread
+/// writes its own.
 pub(crate) struct Metrics {
     pub(crate) registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    upstream_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    inflight: Gauge,
-    decisions: Family<DecisionLabels, Counter>,
+    requests: Family<RequestLabels, shards::Counter>,
+    request_duration: Family<RouteLabels, shards::LatencyHistogram>,
+    upstream_duration: Family<RouteLabels, shards::LatencyHistogram>,
+    inflight: shards::Gauge,
+    decisions: Family<DecisionLabels, shards::Counter>,
     /// The `decisions` series of each configured policy, by outcome (in the order of
     /// [`OUTCOMES`]): looked up by name without building labels on every decision.
-    policy_decisions: Vec<(String, [Counter; 4])>,
+    policy_decisions: Vec<(String, [shards::Counter; 4])>,
     store_errors: Family<StoreLabels, Counter>,
     store_duration: Histogram,
     fallback_active: Gauge,
@@ -100,16 +96,10 @@ pub(crate) struct Metrics {
 impl Metrics {
     fn new(config: &Config) -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let request_duration =
-            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                new_histogram,
-            );
-        let upstream_duration =
-            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                new_histogram,
-            );
-        let inflight = Gauge::default();
+        let requests = Family::<RequestLabels, shards::Counter>::default();
+        let request_duration = Family::<RouteLabels, shards::LatencyHistogram>::default();
+        let upstream_duration = Family::<RouteLabels, shards::LatencyHistogram>::default();
+        let inflight = shards::Gauge::default();
         registry.register(
             "portcullis_requests",
             "Requests answered, by route pattern, method and status",
@@ -130,7 +120,7 @@ impl Metrics {
             "Requests being served (until their response body ends)",
             inflight.clone(),
         );
-        let decisions = Family::<DecisionLabels, Counter>::default();
+        let decisions = Family::<DecisionLabels, shards::Counter>::default();
         registry.register(
             "portcullis_ratelimit_decisions",
             "Rate-limit decisions, by policy and outcome",
@@ -292,9 +282,9 @@ impl Metrics {
 /// The series one response updates, looked up once per thread and kept.
 #[derive(Clone)]
 struct RouteHandles {
-    requests: Counter,
-    request_duration: Histogram,
-    upstream_duration: Histogram,
+    requests: shards::Counter,
+    request_duration: shards::LatencyHistogram,
+    upstream_duration: shards::LatencyHistogram,
 }
 
 /// Which [`Metrics`] (by address), route (by pointer: routes are `Arc`s from the
@@ -789,9 +779,9 @@ impl ObserveHook for Telemetry {
         let method = method_label(&record.method);
         m.with_route_handles(record.route.as_ref(), method, record.status, |h| {
             h.requests.inc();
-            h.request_duration.observe(record.latency.as_secs_f64());
+            h.request_duration.observe(record.latency);
             if let Some(upstream) = record.upstream {
-                h.upstream_duration.observe(upstream.as_secs_f64());
+                h.upstream_duration.observe(upstream);
             }
         });
         static GATEWAY_FAILURES: LogThrottle = LogThrottle::new(20);
