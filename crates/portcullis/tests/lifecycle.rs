@@ -458,6 +458,50 @@ async fn sigterm_lets_an_inflight_request_finish_then_exits_0() {
     assert_eq!(line["status"], 200);
 }
 
+/// Keep-alive connections waiting for their next request hold no request: SIGTERM closes
+/// them at once (every serving thread's), and the drain does not wait out its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let mut gw = Gateway::start(&config(&up.url(), "shutdown_grace = \"20s\"", "")).await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        conn.write_all(b"GET /status/200 HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the gateway closed before answering");
+            head.extend_from_slice(&chunk[..n]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{}", text(&head));
+        idle.push(conn);
+    }
+    let start = Instant::now();
+    gw.sigterm();
+    for mut conn in idle {
+        let mut rest = Vec::new();
+        within(
+            "an idle connection to close",
+            Duration::from_secs(5),
+            conn.read_to_end(&mut rest),
+        )
+        .await
+        .unwrap();
+    }
+    let status = gw.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "exited after {:?}: the drain waited for idle connections",
+        start.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_an_open_websocket_until_it_closes() {
     use tokio::io::AsyncWriteExt;

@@ -144,6 +144,11 @@ pub(crate) async fn accept_loop(
         mut inbox,
     } = acceptor;
     let (mut shutdown, _) = drain.watcher();
+    // This thread's connections watch a channel of its own, told when the drain starts.
+    // A connection waiting for its next request polls its watch, and each poll locks
+    // the channel's waiter list: shared by every thread, that lock and its cache line
+    // would move between the cores at every request.
+    let (stop_connections, connections_stop) = watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -193,9 +198,13 @@ pub(crate) async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                let _ = stop_connections.send(true);
+                return;
+            }
         };
-        let (signal, guard) = drain.watcher();
+        let signal = connections_stop.clone();
+        let (_, guard) = drain.watcher();
         let guard = guard.counted(balance::Counted::new(balance.clone(), thread));
         let service = service.clone();
         tokio::spawn(serve_connection(
