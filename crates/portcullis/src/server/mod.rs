@@ -110,13 +110,15 @@ pub(crate) struct DrainHandle {
 
 impl DrainHandle {
     pub(crate) fn watcher(&self) -> (watch::Receiver<bool>, ConnectionGuard) {
-        (
-            self.signal.clone(),
-            ConnectionGuard {
-                _alive: self.alive.clone(),
-                _counted: None,
-            },
-        )
+        (self.signal.clone(), self.guard())
+    }
+
+    /// A guard alone, for a connection that watches its thread's channel instead.
+    pub(crate) fn guard(&self) -> ConnectionGuard {
+        ConnectionGuard {
+            _alive: self.alive.clone(),
+            _counted: None,
+        }
     }
 }
 
@@ -204,7 +206,7 @@ pub(crate) async fn accept_loop(
             }
         };
         let signal = connections_stop.clone();
-        let (_, guard) = drain.watcher();
+        let guard = drain.guard();
         let guard = guard.counted(balance::Counted::new(balance.clone(), thread));
         let service = service.clone();
         tokio::spawn(serve_connection(
