@@ -3,6 +3,7 @@
 //! or `/api/%61uth/login` cannot dodge the limits of `/api/auth/*`.
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,7 @@ impl RoutePattern {
                     "invalid segment {raw:?} in route path {s:?}: use a literal, {{name}}, or a final /*"
                 ));
             } else {
-                segments.push(Segment::Literal(decode_unreserved(raw)));
+                segments.push(Segment::Literal(decode_unreserved(raw).into_owned()));
             }
         }
         Ok(RoutePattern {
@@ -64,14 +65,14 @@ impl RoutePattern {
     }
 
     /// Matching against segments from [`normalize`], to normalise once per request.
-    pub fn matches_segments(&self, segments: &[String]) -> bool {
+    pub fn matches_segments(&self, segments: &[Cow<'_, str>]) -> bool {
         if segments.len() < self.segments.len()
             || (!self.prefix && segments.len() != self.segments.len())
         {
             return false;
         }
         self.segments.iter().zip(segments).all(|(p, s)| match p {
-            Segment::Literal(l) => l == s,
+            Segment::Literal(l) => l.as_str() == s.as_ref(),
             Segment::Param => true,
         })
     }
@@ -96,12 +97,14 @@ impl RoutePattern {
 }
 
 /// Path segments as the upstream would most likely resolve them: empty and `.` segments
-/// dropped, `..` applied, percent-encoded unreserved characters decoded.
-pub fn normalize(path: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+/// dropped, `..` applied, percent-encoded unreserved characters decoded. A segment
+/// borrows the path unless decoding changed it: matching a request allocates only the
+/// list.
+pub fn normalize(path: &str) -> Vec<Cow<'_, str>> {
+    let mut out: Vec<Cow<'_, str>> = Vec::new();
     for raw in path.split('/') {
         let seg = decode_unreserved(raw);
-        match seg.as_str() {
+        match seg.as_ref() {
             "" | "." => {}
             ".." => {
                 out.pop();
@@ -112,9 +115,9 @@ pub fn normalize(path: &str) -> Vec<String> {
     out
 }
 
-fn decode_unreserved(seg: &str) -> String {
+fn decode_unreserved(seg: &str) -> Cow<'_, str> {
     if !seg.contains('%') {
-        return seg.to_owned();
+        return Cow::Borrowed(seg);
     }
     let bytes = seg.as_bytes();
     let mut out = String::with_capacity(seg.len());
@@ -136,7 +139,7 @@ fn decode_unreserved(seg: &str) -> String {
         out.push_str(&seg[i..i + ch_len]);
         i += ch_len;
     }
-    out
+    Cow::Owned(out)
 }
 
 impl fmt::Display for RoutePattern {

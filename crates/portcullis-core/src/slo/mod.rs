@@ -129,7 +129,7 @@ impl SloSet {
     /// [`SloSet::matching`] for segments already split by [`normalize`].
     pub fn matching_segments<'a>(
         &'a self,
-        segments: &'a [String],
+        segments: &'a [std::borrow::Cow<'a, str>],
     ) -> impl Iterator<Item = usize> + 'a {
         self.entries
             .iter()
@@ -149,7 +149,13 @@ impl SloSet {
     }
 
     /// [`SloSet::record`] for segments already split by [`normalize`].
-    pub fn record_segments(&self, now: Nanos, segments: &[String], status: u16, latency: Duration) {
+    pub fn record_segments(
+        &self,
+        now: Nanos,
+        segments: &[std::borrow::Cow<'_, str>],
+        status: u16,
+        latency: Duration,
+    ) {
         for i in self.matching_segments(segments) {
             lock(&self.entries[i].tracker).record_response(now, status, latency);
         }
