@@ -96,12 +96,15 @@ impl RoutePattern {
     }
 }
 
+/// A normalised path's segments (see [`normalize`]).
+pub type Segments<'a> = smallvec::SmallVec<[Cow<'a, str>; 8]>;
+
 /// Path segments as the upstream would most likely resolve them: empty and `.` segments
 /// dropped, `..` applied, percent-encoded unreserved characters decoded. A segment
-/// borrows the path unless decoding changed it: matching a request allocates only the
-/// list.
-pub fn normalize(path: &str) -> Vec<Cow<'_, str>> {
-    let mut out: Vec<Cow<'_, str>> = Vec::new();
+/// borrows the path unless decoding changed it, and up to eight are held inline: matching
+/// an ordinary request allocates nothing.
+pub fn normalize(path: &str) -> Segments<'_> {
+    let mut out = Segments::new();
     for raw in path.split('/') {
         let seg = decode_unreserved(raw);
         match seg.as_ref() {
