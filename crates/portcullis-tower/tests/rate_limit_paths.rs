@@ -195,3 +195,58 @@ async fn deciding_in_call_and_in_the_future_give_the_same_responses() {
     assert_eq!(in_call[6].summary.as_ref().and_then(|s| s.decision), None);
     assert_eq!(in_call[0].body, Bytes::from_static(b"upstream"));
 }
+
+/// Each layer (one per serving thread) puts its own copy of the matched route's pattern
+/// on the request and the response, never the limiter's shared `Arc`: a clone per request
+/// then updates a count only that thread writes.
+#[tokio::test]
+async fn each_layer_labels_routes_with_its_own_copies() {
+    let limiter = limiter(Arc::new(MemoryStore::new(1000, ManualClock::new(NOW))));
+    let shared = limiter.policies.routes[0].label.clone();
+    let seen_on_request = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut labels = Vec::new();
+    for client in ["192.0.2.9", "192.0.2.10"] {
+        let seen = seen_on_request.clone();
+        let inner = tower::service_fn(move |req: Request<()>| {
+            seen.lock()
+                .expect("lock")
+                .push(req.extensions().get::<MatchedRoute>().cloned());
+            async { Ok::<_, Infallible>(Response::new(Bytes::from_static(b"upstream"))) }
+        });
+        let mut svc = RateLimitLayer::new(limiter.clone()).layer(inner);
+        let mut req = Request::get("/items/1").body(()).expect("request");
+        req.extensions_mut().insert(ClientInfo {
+            peer: std::net::SocketAddr::new(client.parse().expect("ip"), 40000),
+            identity: ClientIdentity {
+                ip: client.parse().expect("ip"),
+                https: false,
+            },
+            trusted_peer: false,
+        });
+        let res = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(req)
+            .await
+            .expect("infallible");
+        assert_eq!(res.status(), 200);
+        let label = res
+            .extensions()
+            .get::<MatchedRoute>()
+            .cloned()
+            .expect("the matched route on the response");
+        assert_eq!(&*label.0, "/items/{id}");
+        assert!(!Arc::ptr_eq(&label.0, &shared), "the layer's own copy");
+        labels.push(label.0);
+    }
+    assert!(!Arc::ptr_eq(&labels[0], &labels[1]), "one copy per layer");
+    let on_request = seen_on_request.lock().expect("lock");
+    for (seen, label) in on_request.iter().zip(&labels) {
+        let seen = seen.as_ref().expect("the matched route on the request");
+        assert!(
+            Arc::ptr_eq(&seen.0, label),
+            "the same copy on request and response"
+        );
+    }
+}

@@ -80,6 +80,8 @@ pub struct Route {
 pub struct Resolution<'a> {
     /// The matched route (`None`: unmatched, the `default` policy applies if any).
     pub route: Option<&'a Route>,
+    /// Its index in [`PolicySet::routes`].
+    pub route_index: Option<usize>,
     /// Indexes of the policies to check.
     pub policies: &'a [usize],
     /// Units to take.
@@ -157,12 +159,13 @@ impl PolicySet {
     pub fn resolve(&self, method: &str, path: &str) -> Resolution<'_> {
         if !self.routes.is_empty() {
             let segments = normalize(path);
-            for route in &self.routes {
+            for (i, route) in self.routes.iter().enumerate() {
                 let method_ok =
                     route.methods.is_empty() || route.methods.iter().any(|m| m == method);
                 if method_ok && route.pattern.matches_segments(&segments) {
                     return Resolution {
                         route: Some(route),
+                        route_index: Some(i),
                         policies: &route.policies,
                         cost: route.cost,
                     };
@@ -171,6 +174,7 @@ impl PolicySet {
         }
         Resolution {
             route: None,
+            route_index: None,
             policies: &self.default,
             cost: 1,
         }

@@ -1,4 +1,4 @@
-use super::{DecisionHook, RateLimiter, Verdict};
+use super::{DecisionHook, RateLimiter, RouteLabels, Verdict};
 use crate::head_lines::{self, HeadLines, Precedence};
 use crate::observe::MatchedRoute;
 use bytes::Bytes;
@@ -23,8 +23,12 @@ pub struct RateLimitSummary {
 }
 
 /// Applies a [`RateLimiter`] to every request.
+///
+/// Make one layer per serving thread: each holds its own copies of the route patterns
+/// ([`RouteLabels`]) that it puts on requests and responses.
 pub struct RateLimitLayer<St, H> {
     limiter: Arc<RateLimiter<St, H>>,
+    labels: RouteLabels,
     lines: bool,
 }
 
@@ -32,20 +36,24 @@ impl<St, H> Clone for RateLimitLayer<St, H> {
     fn clone(&self) -> Self {
         RateLimitLayer {
             limiter: self.limiter.clone(),
+            labels: self.labels.clone(),
             lines: self.lines,
         }
     }
 }
 
-impl<St, H> RateLimitLayer<St, H> {
+impl<St: Store, H: DecisionHook> RateLimitLayer<St, H> {
     /// Limits with `limiter` (shared with the admin API, which reads and resets buckets).
     pub fn new(limiter: Arc<RateLimiter<St, H>>) -> Self {
         RateLimitLayer {
+            labels: limiter.route_labels(),
             limiter,
             lines: false,
         }
     }
+}
 
+impl<St, H> RateLimitLayer<St, H> {
     /// Adds the rate-limit headers (and `Retry-After`) as [`HeadLines`] instead of map
     /// fields.
     pub fn with_head_lines(mut self) -> Self {
@@ -60,6 +68,7 @@ impl<S, St, H> Layer<S> for RateLimitLayer<St, H> {
         RateLimit {
             inner,
             limiter: self.limiter.clone(),
+            labels: self.labels.clone(),
             lines: self.lines,
         }
     }
@@ -69,6 +78,7 @@ impl<S, St, H> Layer<S> for RateLimitLayer<St, H> {
 pub struct RateLimit<S, St, H> {
     inner: S,
     limiter: Arc<RateLimiter<St, H>>,
+    labels: RouteLabels,
     lines: bool,
 }
 
@@ -77,6 +87,7 @@ impl<S: Clone, St, H> Clone for RateLimit<S, St, H> {
         RateLimit {
             inner: self.inner.clone(),
             limiter: self.limiter.clone(),
+            labels: self.labels.clone(),
             lines: self.lines,
         }
     }
@@ -325,14 +336,15 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let plan = self.limiter.plan(&req);
-        if let Some(route) = plan.route() {
+        let route = self.labels.get(plan.route());
+        if let Some(route) = &route {
             // Inner layers (per-route load shedding) key on the matched route too.
-            req.extensions_mut().insert(MatchedRoute(route));
+            req.extensions_mut().insert(MatchedRoute(route.clone()));
         }
         // A store that decides in memory decides here: no future to allocate, and the
         // inner service (ready, as `poll_ready` said) is called at once.
         let plan = match self.limiter.execute_now(plan) {
-            Ok((verdict, route)) => {
+            Ok((verdict, _)) => {
                 return match apply(verdict, req, self.lines) {
                     Applied::Answer(res) => RateLimitFuture::Answered {
                         res: Some(with_route(res, route)),
@@ -359,7 +371,7 @@ where
         let lines = self.lines;
         RateLimitFuture::Waiting {
             inner: Box::pin(async move {
-                let (verdict, route) = limiter.execute(plan).await;
+                let (verdict, _) = limiter.execute(plan).await;
                 let res = match apply(verdict, req, lines) {
                     Applied::Answer(res) => res,
                     Applied::Forward {

@@ -160,14 +160,42 @@ pub struct RateLimiter<St, H> {
 /// A request's rate-limit work, prepared without the store.
 #[derive(Debug)]
 pub struct Plan {
-    route: Option<Arc<str>>,
+    route: Option<usize>,
     work: Work,
 }
 
 impl Plan {
-    /// The matched route's pattern.
-    pub fn route(&self) -> Option<Arc<str>> {
-        self.route.clone()
+    /// The matched route, by its index in [`PolicySet::routes`]: an index rather than
+    /// the pattern's `Arc<str>`, whose count every serving thread would update for
+    /// every request (each thread's layer keeps copies of its own, see
+    /// [`RouteLabels`]).
+    ///
+    /// [`PolicySet::routes`]: portcullis_core::policy::PolicySet::routes
+    pub fn route(&self) -> Option<usize> {
+        self.route
+    }
+}
+
+/// The route patterns of a [`RateLimiter`], copied: one set per serving thread, so the
+/// per-request clones of a matched route's label touch counts only that thread writes.
+#[derive(Debug, Clone)]
+pub struct RouteLabels(Arc<[Arc<str>]>);
+
+impl RouteLabels {
+    /// Fresh copies of `limiter`'s route patterns (`RateLimiter::route_labels`).
+    fn copied(policies: &PolicySet) -> Self {
+        RouteLabels(
+            policies
+                .routes
+                .iter()
+                .map(|r| Arc::from(&*r.label))
+                .collect(),
+        )
+    }
+
+    /// The label of route `index`.
+    pub fn get(&self, index: Option<usize>) -> Option<Arc<str>> {
+        index.and_then(|i| self.0.get(i)).cloned()
     }
 }
 
@@ -197,7 +225,16 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
     /// the matched route's pattern.
     pub async fn check<B>(&self, req: &http::Request<B>) -> (Verdict, Option<Arc<str>>) {
         let plan = self.plan(req);
-        self.execute(plan).await
+        let (verdict, route) = self.execute(plan).await;
+        let label = route
+            .and_then(|i| self.policies.routes.get(i))
+            .map(|r| r.label.clone());
+        (verdict, label)
+    }
+
+    /// Copies of the route patterns for one serving thread's layer ([`RouteLabels`]).
+    pub fn route_labels(&self) -> RouteLabels {
+        RouteLabels::copied(&self.policies)
     }
 
     /// Everything about a request that needs no store: route, bypass, keys. Split from
@@ -207,9 +244,9 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
         let resolution = self
             .policies
             .resolve(req.method().as_str(), req.uri().path());
-        let route = resolution.route.map(|r| r.label.clone());
+        let route = resolution.route_index;
         let done = |verdict| Plan {
-            route: route.clone(),
+            route,
             work: Work::Done(verdict),
         };
         if resolution.policies.is_empty() {
@@ -259,7 +296,7 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
     }
 
     /// Asks the store.
-    pub async fn execute(&self, plan: Plan) -> (Verdict, Option<Arc<str>>) {
+    pub async fn execute(&self, plan: Plan) -> (Verdict, Option<usize>) {
         let Plan { route, work } = plan;
         let (enforce, shadow, cost) = match work {
             Work::Done(verdict) => return (verdict, route),
@@ -285,7 +322,7 @@ impl<St: Store, H: DecisionHook> RateLimiter<St, H> {
     /// otherwise the plan comes back untouched.
     // The plan comes back (moved, not copied twice) only when the store needs I/O.
     #[allow(clippy::result_large_err)]
-    pub fn execute_now(&self, plan: Plan) -> Result<(Verdict, Option<Arc<str>>), Plan> {
+    pub fn execute_now(&self, plan: Plan) -> Result<(Verdict, Option<usize>), Plan> {
         let Plan { route, work } = plan;
         match work {
             Work::Done(verdict) => Ok((verdict, route)),
