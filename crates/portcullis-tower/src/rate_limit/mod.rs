@@ -182,7 +182,7 @@ impl Plan {
 pub struct RouteLabels(Arc<[Arc<str>]>);
 
 impl RouteLabels {
-    /// Fresh copies of `limiter`'s route patterns (`RateLimiter::route_labels`).
+    /// Fresh copies of the route patterns of `policies`, with counts of their own.
     fn copied(policies: &PolicySet) -> Self {
         RouteLabels(
             policies
