@@ -95,6 +95,17 @@ fn limiter<St: Store>(store: St) -> Arc<RateLimiter<St, NoHook>> {
     })
 }
 
+/// `req` as the client identity layer leaves it for a direct (untrusted) peer at `ip`.
+fn from_client(mut req: Request<()>, ip: &str) -> Request<()> {
+    let ip: std::net::IpAddr = ip.parse().expect("ip");
+    req.extensions_mut().insert(ClientInfo {
+        peer: std::net::SocketAddr::new(ip, 40000),
+        identity: ClientIdentity { ip, https: false },
+        trusted_peer: false,
+    });
+    req
+}
+
 /// Everything observable of one response.
 #[derive(Debug, PartialEq)]
 struct Seen {
@@ -125,15 +136,7 @@ async fn run<St: Store>(store: St) -> Vec<Seen> {
         if let Some(t) = tenant {
             req = req.header("x-tenant", t);
         }
-        let mut req = req.body(()).expect("request");
-        req.extensions_mut().insert(ClientInfo {
-            peer: "192.0.2.7:40000".parse().expect("addr"),
-            identity: ClientIdentity {
-                ip: "192.0.2.7".parse().expect("ip"),
-                https: false,
-            },
-            trusted_peer: false,
-        });
+        let req = from_client(req.body(()).expect("request"), "192.0.2.7");
         let res = svc
             .ready()
             .await
@@ -214,15 +217,7 @@ async fn each_layer_labels_routes_with_its_own_copies() {
             async { Ok::<_, Infallible>(Response::new(Bytes::from_static(b"upstream"))) }
         });
         let mut svc = RateLimitLayer::new(limiter.clone()).layer(inner);
-        let mut req = Request::get("/items/1").body(()).expect("request");
-        req.extensions_mut().insert(ClientInfo {
-            peer: std::net::SocketAddr::new(client.parse().expect("ip"), 40000),
-            identity: ClientIdentity {
-                ip: client.parse().expect("ip"),
-                https: false,
-            },
-            trusted_peer: false,
-        });
+        let req = from_client(Request::get("/items/1").body(()).expect("request"), client);
         let res = svc
             .ready()
             .await
