@@ -740,7 +740,7 @@ impl Telemetry {
         Telemetry {
             metrics: Arc::new(Metrics::new(config)),
             access_log: config.log.access_log.then(|| Arc::new(AccessLog::start())),
-            slos: Arc::new(SloSet::new(&config.slo)),
+            slos: Arc::new(SloSet::with_shards(&config.slo, shards::shard_count())),
             redactor: log_redactor(config),
         }
     }
@@ -798,8 +798,13 @@ impl ObserveHook for Telemetry {
         }
         if !self.slos.is_empty() {
             let path = record.path.split(['?', '#']).next().unwrap_or("");
-            self.slos
-                .record(unix_nanos(), path, record.status, record.latency);
+            self.slos.record_on(
+                shards::thread_index(),
+                unix_nanos(),
+                path,
+                record.status,
+                record.latency,
+            );
         }
         if let Some(log) = &self.access_log {
             let now = std::time::SystemTime::now()

@@ -32,8 +32,9 @@
 //! # Threads
 //!
 //! `SloTracker` is a plain value: [`SloTracker::record`] takes `&mut self`, is O(1) and
-//! never allocates, so the caller wraps it in a `Mutex` and holds the lock for a few
-//! nanoseconds per request ([`super::SloSet`] does exactly that). Atomics were the
+//! never allocates, so the caller wraps it in a `Mutex` ([`super::SloSet`] does, and
+//! takes it once a minute per thread: each thread tallies the current minute apart and
+//! adds the tally with [`SloTracker::record_counts`]). Atomics were the
 //! alternative, but resetting a reused bucket and incrementing it cannot be one atomic
 //! step without packing the stamp and both counters into one word, which would cap the
 //! counters; a short uncontended lock is as cheap and exact.
@@ -45,7 +46,7 @@ use serde::{Serialize, Serializer};
 use std::time::Duration;
 
 /// Nanoseconds in a minute.
-const MINUTE_NS: u64 = 60 * 1_000_000_000;
+pub(crate) const MINUTE_NS: u64 = 60 * 1_000_000_000;
 /// Nanoseconds in an hour.
 const HOUR_NS: u64 = 60 * MINUTE_NS;
 /// Minutes in the minute ring (3 days: the longest burn-rate window).
@@ -108,7 +109,7 @@ impl Ring {
         self.slots.len() as u64
     }
 
-    fn record(&mut self, now: Nanos, good: bool) {
+    fn record(&mut self, now: Nanos, good: u64, total: u64) {
         let stamp = now / self.width + 1;
         let len = self.len();
         let slot = &mut self.slots[(stamp % len) as usize];
@@ -123,10 +124,8 @@ impl Ring {
             // The slot already holds a newer bucket: this record is older than the ring.
             return;
         }
-        slot.total += 1;
-        if good {
-            slot.good += 1;
-        }
+        slot.total += total;
+        slot.good += good;
     }
 
     /// Counts over the last `lengths[i]` buckets at `now` (each at most the ring's length),
@@ -215,9 +214,16 @@ impl SloTracker {
 
     /// Records one request at `now` (nanoseconds since the epoch). O(1), no allocation.
     pub fn record(&mut self, now: Nanos, good: bool) {
-        self.minutes.record(now, good);
+        self.record_counts(now, u64::from(good), 1);
+    }
+
+    /// Records `total` requests at `now`, `good` of them good (at most `total`): a
+    /// tally gathered elsewhere and added at once. O(1), no allocation.
+    pub fn record_counts(&mut self, now: Nanos, good: u64, total: u64) {
+        let good = good.min(total);
+        self.minutes.record(now, good, total);
         if let Some(hours) = &mut self.hours {
-            hours.record(now, good);
+            hours.record(now, good, total);
         }
     }
 

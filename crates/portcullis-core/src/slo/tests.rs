@@ -416,3 +416,95 @@ fn memory_is_bounded_by_the_layout() {
         (4_320, Some(400 * 24))
     );
 }
+
+// === SloSet shards ===
+
+/// A set of one SLO over `/api/*`, 99 % with a 100 ms threshold, 30-day window.
+fn sharded(shards: usize) -> SloSet {
+    SloSet::with_shards(
+        &[config("api", &["/api/*"], 99.0, 30 * DAY, Some(100))],
+        shards,
+    )
+}
+
+fn good_total(slos: &SloSet, now: Nanos) -> (u64, u64) {
+    let snap = &slos.snapshots(now)[0];
+    (snap.good, snap.total)
+}
+
+#[test]
+fn tallies_of_every_shard_are_in_a_snapshot_within_the_minute() {
+    let slos = sharded(4);
+    let ms = Duration::from_millis;
+    slos.record_on(0, at(10), "/api/a", 200, ms(5));
+    slos.record_on(1, at(11), "/api/a", 503, ms(5));
+    slos.record_on(2, at(12), "/api/b", 200, ms(500)); // too slow: bad
+    slos.record_on(7, at(13), "/api/b", 429, ms(1)); // shard 7 is shard 3
+    slos.record_on(3, at(14), "/other", 500, ms(1)); // no SLO covers it
+    assert_eq!(good_total(&slos, at(15)), (2, 4));
+    // A snapshot moves the tallies into the tracker: read twice, counted once.
+    assert_eq!(good_total(&slos, at(16)), (2, 4));
+    let snap = &slos.snapshots(at(16))[0];
+    // 2 bad in 4 is 50 % bad against the 1 % allowed.
+    close(snap.burn_rate("5m").unwrap(), 50.0);
+}
+
+#[test]
+fn a_tally_lands_in_the_minute_it_counted() {
+    let slos = sharded(2);
+    let ms = Duration::from_millis(1);
+    // Minute 0: two good on shard 0; minute 6: one bad on shard 0 moves them in.
+    slos.record_on(0, at(5), "/api/x", 200, ms);
+    slos.record_on(0, at(50), "/api/x", 200, ms);
+    slos.record_on(0, at(6 * MIN + 1), "/api/x", 500, ms);
+    let snap = &slos.snapshots(at(6 * MIN + 2))[0];
+    assert_eq!((snap.good, snap.total), (2, 3));
+    // The 5m window at minute 6 holds minutes 2..=6: only the bad one.
+    close(snap.burn_rate("5m").unwrap(), 100.0);
+    close(snap.burn_rate("30m").unwrap(), 100.0 / 3.0);
+}
+
+#[test]
+fn a_clock_behind_the_tally_still_counts() {
+    let slos = sharded(1);
+    let ms = Duration::from_millis(1);
+    slos.record_on(0, at(2 * MIN), "/api/x", 200, ms);
+    // Another thread's reading, a minute earlier, on the same shard.
+    slos.record_on(0, at(MIN + 59), "/api/x", 500, ms);
+    slos.record_on(0, at(2 * MIN + 1), "/api/x", 200, ms);
+    assert_eq!(good_total(&slos, at(2 * MIN + 2)), (2, 3));
+}
+
+#[test]
+fn threads_recording_on_their_own_shards_lose_nothing() {
+    let slos = std::sync::Arc::new(sharded(4));
+    let ms = Duration::from_millis(1);
+    let threads: Vec<_> = (0..4)
+        .map(|shard| {
+            let slos = slos.clone();
+            std::thread::spawn(move || {
+                for i in 0..5_000u64 {
+                    // Two minutes, so tallies are moved in while the others record.
+                    let status = if i % 10 == 0 { 502 } else { 200 };
+                    slos.record_on(shard, at(i * 120 / 5_000), "/api/x", status, ms);
+                    if shard == 0 && i % 1000 == 0 {
+                        let _ = slos.snapshots(at(i * 120 / 5_000));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(good_total(&slos, at(121)), (4 * 4_500, 4 * 5_000));
+}
+
+#[test]
+fn a_reconfigured_set_keeps_the_tallies() {
+    let slos = sharded(2);
+    slos.record_on(1, at(3), "/api/x", 500, Duration::from_millis(1));
+    let next = slos.reconfigured(&[config("api", &["/api/*"], 99.9, 30 * DAY, None)]);
+    assert_eq!(next.shards(), 2);
+    assert_eq!(good_total(&next, at(4)), (0, 1));
+}

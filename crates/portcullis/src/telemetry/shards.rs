@@ -52,7 +52,7 @@ impl<T> Shards<T> {
 /// thread (one per CPU) and never fewer than four, so that on small machines the main
 /// runtime's threads have shards of their own too. 128 bytes a shard: a counter series
 /// takes 8 KB on a 64-CPU machine.
-fn shard_count() -> usize {
+pub(crate) fn shard_count() -> usize {
     static COUNT: OnceLock<usize> = OnceLock::new();
     *COUNT.get_or_init(|| {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -62,7 +62,7 @@ fn shard_count() -> usize {
 
 /// A number for the calling thread, taken in turn by the threads as they first record.
 /// Threads beyond the shard count share shards: still exact, only no longer private.
-fn thread_index() -> usize {
+pub(crate) fn thread_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
