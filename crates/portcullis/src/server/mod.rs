@@ -12,6 +12,7 @@ mod connection;
 mod head;
 mod request_body;
 mod rewind;
+mod slice;
 mod timer;
 
 pub(crate) use balance::{Balance, Handoff};
@@ -217,6 +218,8 @@ pub(crate) async fn accept_loop(
 
 /// Calls the connection's stack when it is ready at once (every layer of ours is), else a
 /// fresh clone of it through `oneshot`, which waits for readiness as tower requires.
+/// Every request of every protocol passes here, on its serving thread: it is counted
+/// for [`slice::account`].
 fn call_ready(
     stack: &mut crate::stack::Stack,
     spare: &crate::stack::Stack,
@@ -224,6 +227,7 @@ fn call_ready(
 ) -> <crate::stack::Stack as tower::Service<hyper::Request<RequestBody>>>::Future {
     use std::task::{Context, Poll, Waker};
     use tower::Service;
+    slice::account();
     let mut cx = Context::from_waker(Waker::noop());
     if let Poll::Ready(Ok(())) = stack.poll_ready(&mut cx) {
         return stack.call(req);
