@@ -116,6 +116,19 @@ struct Seen {
     route: Option<MatchedRoute>,
 }
 
+/// The layer's response to one request, once it is ready.
+async fn respond<S>(svc: &mut S, req: Request<()>) -> S::Response
+where
+    S: Service<Request<()>, Error = Infallible>,
+{
+    svc.ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .expect("infallible")
+}
+
 async fn run<St: Store>(store: St) -> Vec<Seen> {
     let inner = tower::service_fn(|_req: Request<()>| async {
         Ok::<_, Infallible>(Response::new(Bytes::from_static(b"upstream")))
@@ -137,13 +150,7 @@ async fn run<St: Store>(store: St) -> Vec<Seen> {
             req = req.header("x-tenant", t);
         }
         let req = from_client(req.body(()).expect("request"), "192.0.2.7");
-        let res = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req)
-            .await
-            .expect("infallible");
+        let res = respond(&mut svc, req).await;
         let mut headers: Vec<(String, String)> = res
             .headers()
             .iter()
@@ -218,13 +225,7 @@ async fn each_layer_labels_routes_with_its_own_copies() {
         });
         let mut svc = RateLimitLayer::new(limiter.clone()).layer(inner);
         let req = from_client(Request::get("/items/1").body(()).expect("request"), client);
-        let res = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req)
-            .await
-            .expect("infallible");
+        let res = respond(&mut svc, req).await;
         assert_eq!(res.status(), 200);
         let label = res
             .extensions()
