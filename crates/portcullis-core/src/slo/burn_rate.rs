@@ -227,13 +227,6 @@ impl SloTracker {
         }
     }
 
-    /// Records one response, judged with [`SloTracker::is_good`] against this SLO's
-    /// latency threshold.
-    pub fn record_response(&mut self, now: Nanos, status: u16, latency: Duration) {
-        let good = Self::is_good(status, latency, self.latency);
-        self.record(now, good);
-    }
-
     /// The SLO's state at `now`: counts over the window, budget and burn rates.
     pub fn snapshot(&self, now: Nanos) -> SloSnapshot {
         let allowed = self.allowed_bad_fraction();

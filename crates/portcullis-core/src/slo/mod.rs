@@ -180,25 +180,9 @@ impl SloSet {
 
     /// Records a response in every SLO whose routes match `path`, each judging it against
     /// its own latency threshold ([`SloTracker::is_good`]). `now` is nanoseconds since
-    /// the epoch.
+    /// the epoch. The same as [`SloSet::record_on`] shard 0.
     pub fn record(&self, now: Nanos, path: &str, status: u16, latency: Duration) {
-        if self.is_empty() {
-            return;
-        }
-        self.record_segments(now, &normalize(path), status, latency);
-    }
-
-    /// [`SloSet::record`] for segments already split by [`normalize`].
-    pub fn record_segments(
-        &self,
-        now: Nanos,
-        segments: &[std::borrow::Cow<'_, str>],
-        status: u16,
-        latency: Duration,
-    ) {
-        for i in self.matching_segments(segments) {
-            lock(&self.entries[i].tracker).record_response(now, status, latency);
-        }
+        self.record_on(0, now, path, status, latency);
     }
 
     /// [`SloSet::record`] from the thread that owns shard `shard` (taken modulo the
